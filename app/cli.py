@@ -1,0 +1,87 @@
+"""The ``segcam`` command line: one subcommand per module in ``app/commands/``.
+
+Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Command modules import heavy dependencies inside ``run`` so that
+``segcam --help`` stays fast and works when optional pieces are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+from app import __version__
+from app.errors import SegcamError
+from app.log import setup_logging
+
+# (command name, module) in the order `segcam --help` lists them.
+COMMANDS = (
+    ("run", "app.commands.run"),
+    ("demo", "app.commands.demo"),
+    ("bench", "app.commands.bench"),
+    ("model", "app.commands.model"),
+    ("engine", "app.commands.engine"),
+    ("subscribe", "app.commands.subscribe"),
+    ("keys", "app.commands.keys"),
+    ("doctor", "app.commands.doctor"),
+    ("service", "app.commands.service"),
+)
+
+log = logging.getLogger("segcam")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="segcam",
+        description="Person segmentation and background replacement for live video.",
+    )
+    parser.add_argument("--version", action="version", version=f"segcam {__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="log verbosity (default: the config's logging.level, else info)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # command not built yet in this checkout
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``segcam`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    setup_logging(args.log_level or "info")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except SegcamError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("segcam: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _print_error(exc: SegcamError) -> None:
+    lines: List[str] = [f"segcam: error: {exc.message}"]
+    if exc.hint:
+        lines.append(f"segcam: hint: {exc.hint}")
+    print("\n".join(lines), file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The staged pipeline: frame slots, latest-frame queues, stage threads, runner, metrics."""

@@ -1,0 +1,79 @@
+"""Packaging for segcam: the package `app`, console script `segcam`.
+
+On a Jetson, OpenCV (with GStreamer) and TensorRT come from JetPack's system packages.
+pip must not shadow them: on Linux/aarch64 OpenCV is therefore not a requirement (install
+the `opencv` extra on other ARM boards), and numpy stays below 2 because JetPack's cv2 was
+built against numpy 1.x. Create the venv with --system-site-packages there (README).
+"""
+
+from __future__ import annotations
+
+from setuptools import setup
+
+ON_ARM_LINUX = "platform_system == 'Linux' and platform_machine == 'aarch64'"
+NOT_ARM_LINUX = "platform_system != 'Linux' or platform_machine != 'aarch64'"
+
+setup(
+    name="segcam",
+    version="0.1.0",
+    description="Person segmentation and background replacement for live video on Jetson",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.8",
+    packages=[
+        "app",
+        "app.commands",
+        "app.pipeline",
+        "app.inference",
+        "app.models",
+        "app.gpu",
+        "app.publish",
+        "app.configs",
+        "app.systemd",
+    ],
+    # configs/ and systemd/ live at the top of the repo (the layout users know) and ship
+    # inside the package so an installed segcam finds them.
+    package_dir={"app.configs": "configs", "app.systemd": "systemd"},
+    package_data={
+        "app.configs": ["*.yaml", "models/*.yaml", "devices/*.yaml"],
+        "app.systemd": ["*.service", "*.sh", "*.conf"],
+        "app.gpu": ["kernels/*.cu", "kernels/*.cuh"],
+    },
+    scripts=["build_engine.sh"],
+    install_requires=[
+        f"numpy>=1.21; {NOT_ARM_LINUX}",
+        f"numpy>=1.21,<2; {ON_ARM_LINUX}",
+        f"opencv-python-headless>=4.5; {NOT_ARM_LINUX}",
+        "pyzmq>=22",
+        "pyyaml>=5.4",
+        "onnx>=1.12",
+        "onnxruntime>=1.12",
+        "tflite>=2.10",
+        "flatbuffers>=2.0",
+    ],
+    extras_require={
+        # a real portrait photo for the demo scene ships with scikit-image
+        "demo": ["scikit-image>=0.19"],
+        "opencv": ["opencv-python-headless>=4.5"],
+        "gpu": ["cuda-python>=11.4"],
+        "jetson": ["jetson-stats>=4.2"],
+        "plot": ["matplotlib>=3.3"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "pycocotools>=2.0.6",
+            "scikit-image>=0.19",
+            # Google's own runtime, for fidelity tests of the tflite->ONNX converter
+            "ai-edge-litert>=1.0; python_version >= '3.9' and python_version < '3.13'",
+        ],
+        "lint": ["ruff>=0.5", "vermin>=1.6"],
+    },
+    entry_points={"console_scripts": ["segcam=app.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.12",
+        "Operating System :: POSIX :: Linux",
+    ],
+)

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real default model, a real portrait photo, temporary configs.
+
+The model fixture converts MediaPipe Selfie Segmentation from the mediapipe wheel on the
+package registry (the same path as `segcam model fetch`) into a cache that survives between
+test runs (.cache/ in the repo, git-ignored), so only the first run downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """Persistent model cache for tests (SEGCAM_TEST_CACHE or <repo>/.cache/segcam-test)."""
+    path = Path(os.environ.get("SEGCAM_TEST_CACHE", REPO / ".cache" / "segcam-test"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def selfie_onnx(model_cache: Path) -> Path:
+    """Path of the converted mediapipe-selfie ONNX (fetched and converted once)."""
+    from app.models.registry import ensure_model
+
+    return ensure_model("mediapipe-selfie", model_cache)
+
+
+@pytest.fixture(scope="session")
+def selfie_landscape_onnx(model_cache: Path) -> Path:
+    """Path of the converted mediapipe-selfie-landscape ONNX."""
+    from app.models.registry import ensure_model
+
+    return ensure_model("mediapipe-selfie-landscape", model_cache)
+
+
+@pytest.fixture(scope="session")
+def portrait_bgr() -> np.ndarray:
+    """A real photograph of a person (scikit-image's astronaut, Eileen Collins), BGR uint8."""
+    from skimage import data
+
+    rgb = data.astronaut()
+    return np.ascontiguousarray(rgb[:, :, ::-1])
