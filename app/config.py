@@ -15,16 +15,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (  # all present since 3.8
+    Any,
+    Dict,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from app.errors import ConfigError
-
-from typing import Literal, get_args, get_origin, get_type_hints  # all present since 3.8
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed layouts put configs/ inside the package data; a source checkout has it beside app/.
@@ -568,7 +577,3 @@ def dump_config(cfg: Config) -> str:
 def model_cache_dir(cfg: Config) -> Path:
     """The model cache of this config (``model.cache_dir`` or the default)."""
     return Path(cfg.model.cache_dir).expanduser() if cfg.model.cache_dir else default_cache_dir()
-
-
-if sys.version_info < (3, 8):  # pragma: no cover
-    raise ConfigError("segcam needs Python 3.8 or newer")
