@@ -577,3 +577,33 @@ def dump_config(cfg: Config) -> str:
 def model_cache_dir(cfg: Config) -> Path:
     """The model cache of this config (``model.cache_dir`` or the default)."""
     return Path(cfg.model.cache_dir).expanduser() if cfg.model.cache_dir else default_cache_dir()
+
+
+# ------------------------------------------------------------- helpers for other YAML files
+
+
+def parse_yaml_dataclass(cls: Any, text: str, source: str = "") -> Tuple[Any, Optional[yaml.Node]]:
+    """Validate YAML text into dataclass ``cls`` with the same precise errors as configs.
+
+    Used for other YAML files that follow this module's rules (model profiles). Returns
+    the instance and the composed YAML node so callers can point further checks at a line.
+    """
+    data, node = _compose(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source or 'YAML'}: the top level must be a mapping of keys")
+    return _build(cls, data, node, "", source), node
+
+
+def yaml_key_where(node: Optional[yaml.Node], path: str, source: str = "") -> str:
+    """``path (line N of source)`` for a dotted key path inside a composed YAML mapping."""
+    cursor = node
+    found: Optional[yaml.Node] = None
+    for part in path.split("."):
+        entry = _mapping_nodes(cursor).get(part)
+        if entry is None:
+            found = None
+            break
+        found, cursor = entry[1], entry[1]
+    return _where(path, found, source)
