@@ -184,6 +184,8 @@ class Source:
             raise SourceError(f"input {self.spec.uri}: read() before open()")
         while not self._interrupted.is_set():
             self._pace()
+            if self._interrupted.is_set():
+                break
             frame = self._grab()
             if frame is not None:
                 ts, mono = time.time_ns(), time.monotonic_ns()
