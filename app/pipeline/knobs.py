@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover
+    from app.config import Config
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class KnobValues:
     soft: bool = True
     feather: int = 0
     smoothing: float = 0.0
-    min_blob_area: int = 0
+    min_blob_area: float = 0.0  # fraction of the frame (refine.min_blob_area)
     background: Tuple[Tuple[str, Any], ...] = ()  # composite.background as sorted items
     publish_every: int = 1
     publish_max_fps: float = 0.0
@@ -63,4 +66,30 @@ class Knobs:
         return dataclasses.asdict(self.snapshot())
 
 
-__all__ = ["KnobValues", "Knobs", "field"]
+def knobs_from_config(cfg: Config, base: Optional[KnobValues] = None) -> KnobValues:
+    """Knob values that a config asks for (refine, background, publish, pause mode).
+
+    ``base`` keeps what the config does not set (e.g. the governor's fps cap) when a
+    reloaded config is applied to a running pipeline.
+    """
+    r = cfg.refine
+    bg = dataclasses.asdict(cfg.composite.background)
+    values = base or KnobValues()
+    return dataclasses.replace(
+        values,
+        infer_every=r.infer_every,
+        threshold=r.threshold,
+        soft=r.soft,
+        feather=r.feather,
+        smoothing=r.smoothing,
+        min_blob_area=r.min_blob_area,  # a fraction of the frame, as in the config
+        pause_mode=cfg.thermal.pause_mode,
+        background=tuple(
+            sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in bg.items())
+        ),
+        publish_every=cfg.publish.every_n,
+        publish_max_fps=cfg.publish.max_fps,
+    )
+
+
+__all__ = ["KnobValues", "Knobs", "field", "knobs_from_config"]
