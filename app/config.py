@@ -241,6 +241,7 @@ class ThermalConfig:
     sensor: Literal["auto", "jtop", "sysfs", "none"] = "auto"
     sysfs_root: str = "/"
     interval_s: float = 1.0
+    read_timeout_s: float = 2.0  # a sensor read slower than this is reported and skipped
     sensors: List[str] = field(default_factory=lambda: ["cpu", "gpu", "soc", "tj"])
     thresholds: ThermalThresholds = field(default_factory=ThermalThresholds)
     hysteresis: float = 5.0
@@ -306,6 +307,7 @@ _RULES: Dict[str, Tuple[Any, str]] = {
     "publish.sndhwm": (lambda v: v >= 1, "an integer of 1 or more"),
     "publish.jpeg_quality": (lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
     "thermal.interval_s": (lambda v: v > 0, "a positive number of seconds"),
+    "thermal.read_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
     "thermal.hysteresis": (lambda v: v >= 0, "0 or more degrees"),
     "inference.threads": (lambda v: v >= 0, "0 (default) or a positive integer"),
 }
