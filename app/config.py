@@ -187,11 +187,13 @@ class PublishConfig:
     enabled: bool = False
     bind: List[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
     encoding: Literal["raw", "png", "rle"] = "rle"
-    values: Literal["probability", "binary"] = "probability"
+    values: Literal["probability", "binary"] = "binary"  # rle carries binary masks only
     every_n: int = 1
     max_fps: float = 0.0  # 0 = no cap
     downscale: int = 1  # send masks at 1/N of frame size
     sndhwm: int = 2
+    nodrop: bool = False  # True: a full subscriber queue makes sends fail (counted) for all
+    heartbeat_s: float = 2.0  # ZMTP heartbeat interval; 0 = off (dead peers linger)
     frame_topic: bool = False  # also publish the composed frame as JPEG
     jpeg_quality: int = 80
     telemetry_interval_s: float = 1.0
@@ -305,6 +307,7 @@ _RULES: Dict[str, Tuple[Any, str]] = {
     "publish.max_fps": (lambda v: v >= 0, "0 (no cap) or a positive number"),
     "publish.downscale": (lambda v: v >= 1, "an integer of 1 or more"),
     "publish.sndhwm": (lambda v: v >= 1, "an integer of 1 or more"),
+    "publish.heartbeat_s": (lambda v: v >= 0, "0 (off) or a positive number of seconds"),
     "publish.jpeg_quality": (lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
     "thermal.interval_s": (lambda v: v > 0, "a positive number of seconds"),
     "thermal.read_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
