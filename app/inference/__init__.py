@@ -1,0 +1,8 @@
+"""Inference: model profiles, CPU pre/post-processing, backends (ONNX Runtime, TensorRT).
+
+Import what you need from the submodules (``app.inference.profile``, ``.preprocess``,
+``.postprocess``, ``.backend``, ``.onnxruntime``, ``.select``); this package imports
+nothing heavy itself.
+"""
+
+from __future__ import annotations

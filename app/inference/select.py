@@ -1,0 +1,76 @@
+"""Pick the inference backend for a config: TensorRT when it can run, else ONNX Runtime.
+
+``select_backend(cfg, profile, onnx_path)`` returns the backend and a one-line reason
+that the CLI prints and the metrics carry, e.g. ``onnxruntime:CPUExecutionProvider
+(tensorrt: not installed)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+from app.errors import BackendError
+from app.inference.backend import Backend
+from app.inference.onnxruntime import OnnxRuntimeBackend
+from app.inference.profile import ModelProfile
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------- TensorRT hook
+# The TENSORRT owner fills this in (app/inference/tensorrt.py). Contract:
+#   return (backend, reason) when a TensorRT engine for this model/profile/device can run,
+#   or (None, why_not) otherwise, e.g. (None, "not installed"), (None, "no engine for
+#   sm_87 / TensorRT 8.5 in engines/"). Raise only for a broken engine the user asked
+#   for explicitly (EngineError); select_backend decides about falling back.
+def _try_tensorrt(
+    cfg: Any, profile: ModelProfile, onnx_path: Optional[Path]
+) -> Tuple[Optional[Backend], str]:
+    """TensorRT branch of :func:`select_backend` (placeholder until tensorrt.py lands)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None, "not installed"
+    return None, "TensorRT backend not available in this build"
+
+
+# ----------------------------------------------------------------- selection
+
+
+def select_backend(
+    cfg: Any, profile: ModelProfile, onnx_path: Optional[Union[str, Path]]
+) -> Tuple[Backend, str]:
+    """Build the backend that ``cfg.inference`` asks for; return it and why it was chosen.
+
+    ``backend: auto`` tries TensorRT, then ONNX Runtime. ``backend: tensorrt`` tries
+    TensorRT and falls back to ONNX Runtime with the reason, unless
+    ``require_tensorrt`` is set (then :class:`BackendError`). ``backend: onnxruntime``
+    skips TensorRT.
+    """
+    inf = cfg.inference
+    path = Path(onnx_path) if onnx_path else None
+    why_not_trt = "not requested"
+    if inf.backend in ("auto", "tensorrt") or inf.require_tensorrt:
+        backend, why = _try_tensorrt(cfg, profile, path)
+        if backend is not None:
+            return backend, why or backend.provider
+        why_not_trt = why
+        if inf.require_tensorrt:
+            raise BackendError(
+                f"TensorRT is required (inference.require_tensorrt) but unavailable: {why}",
+                "build an engine with build_engine.sh, or set inference.require_tensorrt: false",
+            )
+        if inf.backend == "tensorrt":
+            log.warning("tensorrt unavailable (%s); falling back to onnxruntime", why)
+    if path is None:
+        raise BackendError(
+            f"no ONNX model for profile {profile.name!r} to run with onnxruntime",
+            f"run `segcam model fetch {profile.name}` or set model.path",
+        )
+    ort = OnnxRuntimeBackend(profile, path, providers=inf.providers, threads=inf.threads)
+    short = ort.provider.replace("ExecutionProvider", "")
+    return ort, f"{short} (tensorrt: {why_not_trt})"
+
+
+__all__ = ["select_backend"]
