@@ -1,10 +1,18 @@
-"""Logging set-up shared by every command (plain console format; journald aware)."""
+"""Logging set-up shared by every command: a plain console format, journald aware.
+
+Under systemd with stderr connected to the journal (``$JOURNAL_STREAM`` names stderr's
+device and inode), lines carry no timestamp (journald stamps each entry) and start with
+the syslog priority in the ``<N>`` form of sd-daemon(3), so ``journalctl -p warning``
+filters segcam's warnings and errors. Every line of a multi-line message (a traceback)
+gets the prefix, because journald reads each line as its own entry.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from typing import IO, Mapping, Optional
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -12,6 +20,63 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+# sd-daemon.h: SD_EMERG 0 ... SD_ERR 3, SD_WARNING 4, SD_NOTICE 5, SD_INFO 6, SD_DEBUG 7.
+SYSLOG_PRIORITIES = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority (0-7) of a logging level; in-between levels round up in severity."""
+    for level in sorted(SYSLOG_PRIORITIES, reverse=True):
+        if levelno >= level:
+            return SYSLOG_PRIORITIES[level]
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>name: message`` with every line prefixed, and no timestamp."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` and prefix each of its lines with its ``<priority>``."""
+        text = super().format(record)
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+
+def console_formatter() -> logging.Formatter:
+    """The terminal format: time, level, logger, message."""
+    return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+
+def stream_is_journal(
+    stream: Optional[IO[str]] = None, env: Optional[Mapping[str, str]] = None
+) -> bool:
+    """True when ``stream`` (default stderr) is the journal stream systemd connected.
+
+    ``$JOURNAL_STREAM`` is ``<device>:<inode>`` of that stream; comparing it with the
+    stream's own fstat() avoids prefixing output that a user redirected elsewhere (the
+    variable is inherited by children whose stderr is a pipe or a terminal).
+    """
+    env = os.environ if env is None else env
+    value = env.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    stream = sys.stderr if stream is None else stream
+    try:
+        dev_text, ino_text = value.split(":", 1)
+        st = os.fstat(stream.fileno())
+        return st.st_dev == int(dev_text) and st.st_ino == int(ino_text)
+    except (ValueError, OSError, AttributeError):
+        return False
 
 
 def setup_logging(level: str = "info") -> None:
@@ -21,12 +86,6 @@ def setup_logging(level: str = "info") -> None:
     if logger.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        # journald stamps every line itself; a second timestamp is noise.
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
+    handler.setFormatter(JournalFormatter() if stream_is_journal() else console_formatter())
     logger.addHandler(handler)
     logger.propagate = False

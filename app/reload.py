@@ -1,0 +1,313 @@
+"""Config reload on SIGHUP: re-read, validate, diff, apply what can change live.
+
+``systemctl reload segcam`` sends SIGHUP. The signal handler only calls
+:meth:`ConfigReloader.request`; the reload itself runs on the reloader's own thread:
+
+1. tell systemd ``RELOADING=1`` (with ``MONOTONIC_USEC``);
+2. load the config file again (plus the ``--set`` overrides given at start, which still
+   win) and validate it; an invalid file is logged with its error and the service keeps
+   running on the old config;
+3. diff old and new key by key; apply the live keys (background, refine threshold /
+   soft / feather / smoothing / min_blob_area / infer_every, publish rate, thermal
+   thresholds and actions, log level) through ``runner.knobs`` and the extensions'
+   ``reconfigure(cfg)``; log every other change as needing a restart and keep its old
+   value in the effective config;
+4. tell systemd ``READY=1`` with a status line.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from app.config import Config, config_to_dict, load_config
+from app.errors import ConfigError
+
+log = logging.getLogger("segcam.reload")
+
+# Keys applied through runner.knobs: config path -> knob name.
+KNOB_KEYS: Dict[str, str] = {
+    "refine.threshold": "threshold",
+    "refine.soft": "soft",
+    "refine.feather": "feather",
+    "refine.smoothing": "smoothing",
+    "refine.min_blob_area": "min_blob_area",
+    "refine.infer_every": "infer_every",
+    "publish.every_n": "publish_every",
+    "publish.max_fps": "publish_max_fps",
+}
+# Key prefixes applied live by other means.
+BACKGROUND_PREFIX = "composite.background."
+LOG_LEVEL_KEY = "logging.level"
+# Applied by extensions offering reconfigure(cfg) (the thermal governor); without one
+# they need a restart.
+EXTENSION_PREFIXES: Tuple[str, ...] = (
+    "thermal.thresholds.",
+    "thermal.hysteresis",
+    "thermal.actions.",
+    "thermal.pause_mode",
+    "thermal.interval_s",
+)
+
+
+def flatten(data: Any, prefix: str = "") -> Dict[str, Any]:
+    """Nested dict of a config -> ``{"a.b.c": leaf}`` (lists are leaves)."""
+    out: Dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out.update(flatten(value, path))
+    else:
+        out[prefix] = data
+    return out
+
+
+def diff_configs(old: Config, new: Config) -> Dict[str, Tuple[Any, Any]]:
+    """Changed keys: ``{"refine.threshold": (0.5, 0.7), ...}`` in config order."""
+    a = flatten(config_to_dict(old))
+    b = flatten(config_to_dict(new))
+    return {k: (a.get(k), b.get(k)) for k in b if a.get(k) != b.get(k)}
+
+
+@dataclass
+class ReloadPlan:
+    """How each changed key will be handled."""
+
+    knobs: Dict[str, Any] = field(default_factory=dict)  # knob name -> new value
+    background: bool = False
+    log_level: Optional[str] = None
+    extension_keys: List[str] = field(default_factory=list)
+    restart_keys: List[str] = field(default_factory=list)
+
+    @property
+    def live_keys(self) -> int:
+        """How many changes are applied without a restart (roughly, for the status)."""
+        return (
+            len(self.knobs)
+            + int(self.background)
+            + int(self.log_level is not None)
+            + len(self.extension_keys)
+        )
+
+
+def plan_reload(
+    changes: Dict[str, Tuple[Any, Any]], new: Config, extensions_reconfigurable: bool
+) -> ReloadPlan:
+    """Sort the changed keys into live changes and restart-only ones."""
+    plan = ReloadPlan()
+    for key, (_, value) in changes.items():
+        if key in KNOB_KEYS:
+            plan.knobs[KNOB_KEYS[key]] = value
+        elif key.startswith(BACKGROUND_PREFIX):
+            plan.background = True
+        elif key == LOG_LEVEL_KEY:
+            plan.log_level = str(value)
+        elif key.startswith(EXTENSION_PREFIXES) and extensions_reconfigurable:
+            plan.extension_keys.append(key)
+        else:
+            plan.restart_keys.append(key)
+    if plan.background:
+        plan.knobs["background"] = background_knob(new)
+    return plan
+
+
+def background_knob(cfg: Config) -> Tuple[Tuple[str, Any], ...]:
+    """``composite.background`` as the sorted, hashable items that KnobValues holds."""
+    items = dataclasses.asdict(cfg.composite.background)
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items.items()))
+
+
+def effective_config(old: Config, new: Config, restart_keys: Sequence[str]) -> Config:
+    """``new`` with every restart-only key put back to its ``old`` value: what now runs."""
+    out = copy.deepcopy(new)
+    for key in restart_keys:
+        parts = key.split(".")
+        src: Any = old
+        dst: Any = out
+        for part in parts[:-1]:
+            src = getattr(src, part)
+            dst = getattr(dst, part)
+        setattr(dst, parts[-1], copy.deepcopy(getattr(src, parts[-1])))
+    return out
+
+
+@dataclass
+class ReloadResult:
+    """Outcome of one reload, for logs, status and tests."""
+
+    ok: bool
+    message: str
+    applied: List[str] = field(default_factory=list)
+    restart: List[str] = field(default_factory=list)
+
+
+class ConfigReloader:
+    """Extension that reloads the config on request (SIGHUP) on its own thread.
+
+    ``path``/``overrides`` are what ``segcam run`` was started with; ``notifier`` is the
+    :class:`app.service.SystemdNotifier` (or None outside systemd).
+    """
+
+    name = "reload"
+
+    def __init__(
+        self,
+        path: Optional[str],
+        overrides: Sequence[str] = (),
+        notifier: Any = None,
+        loader: Callable[..., Config] = load_config,
+    ) -> None:
+        self.path = path
+        self.overrides = list(overrides)
+        self.notifier = notifier
+        self._loader = loader
+        self._runner: Any = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.reloads = 0
+        self.failures = 0
+        self.last: Optional[ReloadResult] = None
+
+    # -- Extension interface
+
+    def start(self, runner: Any) -> None:
+        """Start the reload thread for ``runner``."""
+        self._runner = runner
+        self._thread = threading.Thread(target=self._loop, name="reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (a reload in progress finishes first, bounded)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def status(self) -> Dict[str, Any]:
+        """Reload counters and the last outcome."""
+        return {
+            "reloads": self.reloads,
+            "reload_failures": self.failures,
+            "last_reload": self.last.message if self.last else "",
+        }
+
+    # -- requests
+
+    def request(self, *_: Any) -> None:
+        """Ask for a reload; safe to call from a signal handler (it only sets an event)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            try:
+                self.reload()
+            except Exception as exc:  # noqa: BLE001 - a failed reload must not end the service
+                log.exception("reload failed unexpectedly; keeping the current config")
+                self.failures += 1
+                self._ready(f"reload failed: {exc}")
+
+    # -- the reload itself
+
+    def reload(self) -> ReloadResult:
+        """Reload now (on the calling thread); always ends with READY=1 to systemd."""
+        if self.notifier is not None:
+            self.notifier.reloading()
+        result = self._reload()
+        self.last = result
+        if result.ok:
+            self.reloads += 1
+        else:
+            self.failures += 1
+        self._ready(result.message if not result.ok else "")
+        return result
+
+    def _reload(self) -> ReloadResult:
+        runner = self._runner
+        if not self.path:
+            msg = "reload: segcam was started without --config; nothing to re-read"
+            log.warning(msg)
+            return ReloadResult(False, msg)
+        log.info("reload: re-reading %s", self.path)
+        try:
+            new = self._loader(self.path, self.overrides)
+        except ConfigError as exc:
+            msg = f"reload rejected, keeping the running config: {exc.message}"
+            log.error("%s%s", msg, f" ({exc.hint})" if exc.hint else "")
+            return ReloadResult(False, msg)
+        old: Config = getattr(runner, "config", None) or new
+        changes = diff_configs(old, new)
+        if not changes:
+            msg = "reload: no changes"
+            log.info(msg)
+            return ReloadResult(True, msg)
+        extensions = [e for e in _extensions(runner) if callable(getattr(e, "reconfigure", None))]
+        extensions = [e for e in extensions if e is not self]
+        plan = plan_reload(changes, new, bool(_thermal_extensions(extensions)))
+        applied: List[str] = []
+        effective = effective_config(old, new, plan.restart_keys)
+        if plan.knobs and getattr(runner, "knobs", None) is not None:
+            runner.knobs.update(**plan.knobs)
+        if plan.log_level:
+            from app.log import setup_logging
+
+            setup_logging(plan.log_level)
+        _set_config(runner, effective)
+        for ext in extensions:
+            try:
+                ext.reconfigure(effective)
+            except Exception as exc:  # noqa: BLE001 - one extension must not stop the reload
+                log.error("reload: %s could not apply the new config: %s", ext.name, exc)
+        for key, (before, after) in changes.items():
+            if key in plan.restart_keys:
+                log.warning(
+                    "reload: %s changed (%r -> %r): needs a restart "
+                    "(systemctl restart segcam); still running with %r",
+                    key,
+                    before,
+                    after,
+                    before,
+                )
+            else:
+                applied.append(key)
+                log.info("reload: %s %r -> %r applied", key, before, after)
+        msg = f"reloaded: {len(applied)} change(s) applied"
+        if plan.restart_keys:
+            msg += f", {len(plan.restart_keys)} need a restart"
+        log.info("%s", msg)
+        return ReloadResult(True, msg, applied, list(plan.restart_keys))
+
+    def _ready(self, message: str) -> None:
+        if self.notifier is not None:
+            self.notifier.reloaded(message)
+
+
+def _extensions(runner: Any) -> List[Any]:
+    exts = getattr(runner, "extensions", None)
+    if exts is None:
+        exts = getattr(runner, "_extensions", ())
+    return list(exts or ())
+
+
+def _thermal_extensions(extensions: Sequence[Any]) -> List[Any]:
+    return [e for e in extensions if "therm" in str(getattr(e, "name", "")).lower()]
+
+
+def _set_config(runner: Any, cfg: Config) -> None:
+    setter = getattr(runner, "set_config", None)
+    if callable(setter):
+        setter(cfg)
+        return
+    try:
+        runner.config = cfg
+    except AttributeError:
+        log.debug("runner.config is read-only; the reloaded config is not recorded there")
