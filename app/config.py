@@ -110,6 +110,8 @@ class InferenceConfig:
     engine_dir: str = "engines"
     require_tensorrt: bool = False
     build_engine_on_start: bool = False
+    engine_precision: Literal["fp16", "fp32"] = "fp16"  # TensorRT engine to look for / build
+    engine_workspace_mib: int = 1024  # TensorRT builder workspace pool
 
 
 @dataclass
@@ -313,6 +315,7 @@ _RULES: Dict[str, Tuple[Any, str]] = {
     "thermal.read_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
     "thermal.hysteresis": (lambda v: v >= 0, "0 or more degrees"),
     "inference.threads": (lambda v: v >= 0, "0 (default) or a positive integer"),
+    "inference.engine_workspace_mib": (lambda v: v >= 16, "at least 16 (MiB)"),
 }
 
 
