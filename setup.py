@@ -29,6 +29,7 @@ setup(
         "app.models",
         "app.gpu",
         "app.publish",
+        "app.thermal",
         "app.configs",
         "app.systemd",
     ],

@@ -1,0 +1,372 @@
+"""The thermal governor: a runner extension that samples sensors and steers the knobs.
+
+Its sampler thread reads the sensor every ``thermal.interval_s`` through a reader thread
+with a timeout, so a hung sensor read delays nothing but the governor's own next decision.
+The pipeline only ever sees knob updates (a lock swap). Each transition is logged with the
+reading that caused it and kept for :meth:`ThermalGovernor.status`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
+
+from app.config import Config, ThermalAction
+from app.errors import ThermalError
+from app.thermal.nvpmodel import request_nvpmodel
+from app.thermal.policy import STATES, describe_action, knob_changes, level, next_state
+from app.thermal.sample import ThermalSample, describe
+from app.thermal.sensors import open_sensor
+
+log = logging.getLogger("segcam.thermal")
+
+_BASE_KEYS = ("infer_every", "fps_cap", "profile_override")
+
+
+class SensorTimeout(ThermalError):
+    """A sensor read did not finish within ``thermal.read_timeout_s``."""
+
+
+class TimedReader:
+    """Runs ``sensor.read()`` on a daemon thread; :meth:`read` waits at most ``timeout``.
+
+    While a read hangs, later calls fail at once with :class:`SensorTimeout` instead of
+    piling up; once the stuck read returns, reading resumes.
+    """
+
+    def __init__(self, sensor: Any) -> None:
+        self.sensor = sensor
+        self._cond = threading.Condition()
+        self._pending = False
+        self._busy = False
+        self._result: Any = None
+        self._error: Optional[BaseException] = None
+        self._seq = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="thermal-read", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._pending = False
+            result: Any = None
+            error: Optional[BaseException] = None
+            try:
+                result = self.sensor.read()
+            except Exception as exc:  # noqa: BLE001 - handed to the caller of read()
+                error = exc
+            with self._cond:
+                self._result, self._error = result, error
+                self._busy = False
+                self._seq += 1
+                self._cond.notify_all()
+
+    def read(self, timeout: float) -> ThermalSample:
+        """The sensor's next sample; SensorTimeout if it takes longer than ``timeout``."""
+        with self._cond:
+            if self._busy:
+                raise SensorTimeout(
+                    f"{self.sensor.name}: the previous read is still hung; skipping this sample"
+                )
+            self._busy = True
+            self._pending = True
+            seq = self._seq
+            self._cond.notify_all()
+            if not self._cond.wait_for(lambda: self._seq != seq, timeout):
+                raise SensorTimeout(
+                    f"{self.sensor.name}: a read took longer than {timeout:g}s; "
+                    "the governor keeps its state until a reading arrives"
+                )
+            if self._error is not None:
+                raise self._error
+            return self._result
+
+    def close(self) -> None:
+        """Stop the reader thread (a hung read is left behind: the thread is a daemon)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=0.5)
+
+
+class ThermalGovernor:
+    """Extension that keeps the device out of thermal trouble by lightening the pipeline.
+
+    ``sensor`` may be given (tests, doctor); otherwise it is chosen from ``cfg.thermal``
+    at :meth:`start`. ``nvpmodel_runner`` replaces ``subprocess.run`` for the nvpmodel
+    action (tests).
+    """
+
+    name = "thermal"
+
+    def __init__(
+        self,
+        cfg: Config,
+        sensor: Any = None,
+        jtop_factory: Optional[Callable[..., Any]] = None,
+        nvpmodel_runner: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.thermal
+        self.sensor = sensor
+        self.sensor_reason = "given" if sensor is not None else ""
+        self._jtop_factory = jtop_factory
+        self._nvpmodel_runner = nvpmodel_runner
+        self._lock = threading.Lock()
+        self.state = "normal"
+        self._since = time.monotonic()
+        self.latest: Optional[ThermalSample] = None
+        self.reading: Optional[Dict[str, Any]] = None  # the reading the policy acted on
+        self.transitions: Deque[Dict[str, Any]] = collections.deque(maxlen=20)
+        self.transition_count = 0
+        self.error: Optional[str] = None
+        self.errors = 0
+        self.timeouts = 0
+        self.nvpmodel_result: Optional[str] = None
+        self._fallback_noted = False
+        self._skips_logged: Set[str] = set()
+        self._runner: Any = None
+        self._knobs: Any = None
+        self._base: Dict[str, Any] = {}
+        self._reader: Optional[TimedReader] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, runner: Any) -> None:
+        """Open the sensor (if not given), remember the user's knobs, start sampling."""
+        self._runner = runner
+        self._knobs = getattr(runner, "knobs", None)
+        self._remember_base()
+        if not self.tcfg.enabled:
+            self.sensor_reason = "thermal.enabled is false"
+            log.info("thermal: governor disabled (thermal.enabled: false)")
+            return
+        if self.sensor is None:
+            self.sensor, self.sensor_reason = open_sensor(self.tcfg, self._jtop_factory)
+        if self.sensor is None:
+            # One clear message; the governor then stays in normal for the whole run.
+            log.warning(
+                "thermal: no temperature sensors (%s); the governor stays 'normal'",
+                self.sensor_reason,
+            )
+            return
+        log.info("thermal: reading %s every %gs", self.sensor_reason, self.tcfg.interval_s)
+        self._reader = TimedReader(self.sensor)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="thermal", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling and give the knobs back as the user set them (bounded)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.tcfg.read_timeout_s + 1.0)
+            self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self.sensor is not None:
+            try:
+                self.sensor.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not fail the shutdown
+                log.debug("thermal: closing %s: %s", getattr(self.sensor, "name", "?"), exc)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                self.tick()
+                if self._stop.wait(self.tcfg.interval_s):
+                    return
+        except Exception as exc:  # noqa: BLE001 - a governor bug goes to the runner
+            log.error("thermal: governor failed: %s", exc)
+            report = getattr(self._runner, "report_error", None)
+            if report is not None:
+                report(exc, "thermal")
+
+    # ----------------------------------------------------------------- one step
+
+    def tick(self) -> Optional[str]:
+        """Take one reading and act on it; returns the state (None without a sensor)."""
+        if self.sensor is None:
+            return None
+        try:
+            if self._reader is not None:
+                sample = self._reader.read(self.tcfg.read_timeout_s)
+            else:
+                sample = self.sensor.read()
+        except SensorTimeout as exc:
+            self.timeouts += 1
+            self._note_error(str(exc))
+            return self.state
+        except ThermalError as exc:
+            self.errors += 1
+            self._note_error(str(exc))
+            return self.state
+        except (OSError, ValueError) as exc:
+            self.errors += 1
+            self._note_error(f"{getattr(self.sensor, 'name', 'sensor')}: {exc}")
+            return self.state
+        if self.error is not None:
+            log.info("thermal: sensor readings are back (%s)", self.sensor_reason)
+            self.error = None
+        return self.observe(sample)
+
+    def observe(self, sample: ThermalSample) -> str:
+        """Apply the policy to one sample (the sampler calls this; tests may too)."""
+        with self._lock:
+            self.latest = sample
+        chosen = sample.hottest(self.tcfg.sensors)
+        if chosen is None and sample.temps:
+            # None of the configured names exist here (x86 zones are called acpitz,
+            # x86_pkg_temp...): watch everything rather than nothing, and say so once.
+            if not self._fallback_noted:
+                log.warning(
+                    "thermal: no sensor matches thermal.sensors %s; watching all of: %s",
+                    self.tcfg.sensors,
+                    ", ".join(sorted(sample.temps)),
+                )
+                self._fallback_noted = True
+            pool = {n: t for n, t in sample.temps.items() if "pmic" not in n.lower()}
+            if pool:
+                name = max(pool, key=lambda n: pool[n])
+                chosen = (name, pool[name])
+        if sample.skipped:
+            for name, why in sample.skipped.items():
+                self._note_skip(name, why)
+        if chosen is None:
+            return self.state
+        name, temp = chosen
+        new = next_state(self.state, temp, self.tcfg.thresholds, self.tcfg.hysteresis)
+        with self._lock:
+            self.reading = {"sensor": name, "temp_c": round(temp, 2), "source": sample.source}
+        if new != self.state:
+            self._transition(new, name, temp, sample)
+        return self.state
+
+    # ----------------------------------------------------------------- actions
+
+    def _remember_base(self) -> None:
+        if self._knobs is None:
+            return
+        snap = self._knobs.snapshot()
+        self._base = {k: getattr(snap, k) for k in _BASE_KEYS}
+
+    def _transition(self, new: str, sensor: str, temp: float, sample: ThermalSample) -> None:
+        old = self.state
+        if old == "normal":
+            self._remember_base()  # the user's knobs (maybe changed by a reload) to return to
+        action: ThermalAction = getattr(self.tcfg.actions, new)
+        light = self.cfg.model.light_profile
+        threshold = (
+            getattr(self.tcfg.thresholds, new)
+            if level(new) > level(old)
+            else getattr(self.tcfg.thresholds, old) - self.tcfg.hysteresis
+        )
+        record = {
+            "from": old,
+            "to": new,
+            "sensor": sensor,
+            "temp_c": round(temp, 2),
+            "threshold_c": round(float(threshold), 2),
+            "at": time.time(),
+            "actions": describe_action(action, light),
+        }
+        with self._lock:
+            self.state = new
+            self._since = time.monotonic()
+            self.transitions.append(record)
+            self.transition_count += 1
+        word = "above" if level(new) > level(old) else "below"
+        logf = log.warning if level(new) > level(old) else log.info
+        logf(
+            "thermal: %s -> %s: %s %.1fC %s %.1fC (all: %s); now %s",
+            old,
+            new,
+            sensor,
+            temp,
+            word,
+            threshold,
+            describe(sample.temps),
+            record["actions"],
+        )
+        if self._knobs is not None:
+            self._knobs.update(**knob_changes(action, self._base, self.tcfg, light))
+        if action.light_profile and not light and level(new) > level(old):
+            log.info("thermal: %s asks for a light profile but model.light_profile is empty", new)
+        if action.nvpmodel >= 0:
+            self._request_nvpmodel(action.nvpmodel)
+
+    def _request_nvpmodel(self, mode: int) -> None:
+        if not self.tcfg.allow_nvpmodel:
+            self.nvpmodel_result = f"nvpmodel {mode} not requested: thermal.allow_nvpmodel is false"
+            log.info("thermal: %s", self.nvpmodel_result)
+            return
+        try:
+            self.nvpmodel_result = request_nvpmodel(mode, runner=self._nvpmodel_runner)
+            log.warning("thermal: %s", self.nvpmodel_result)
+        except ThermalError as exc:
+            self.nvpmodel_result = str(exc)
+            log.error("thermal: %s", exc)
+
+    # ----------------------------------------------------------------- reporting
+
+    def _note_error(self, message: str) -> None:
+        # Log a problem when it first appears (not every second), keep it in status.
+        if message != self.error:
+            log.warning("thermal: %s", message)
+        self.error = message
+
+    def _note_skip(self, name: str, why: str) -> None:
+        key = f"{name}: {why}"
+        if key not in self._skips_logged:
+            self._skips_logged.add(key)
+            log.warning("thermal: skipping sensor %s", key)
+
+    def status(self) -> Dict[str, Any]:
+        """State, the reading behind it, the last transition and any sensor problem."""
+        with self._lock:
+            out: Dict[str, Any] = {
+                "state": self.state,
+                "level": level(self.state),
+                "state_for_s": round(time.monotonic() - self._since, 1),
+                "source": getattr(self.sensor, "name", "none") if self.sensor else "none",
+                "transitions": self.transition_count,
+            }
+            if self.reading:
+                out.update(self.reading)
+            if self.latest is not None:
+                age = time.monotonic() - self.latest.mono_s
+                out["reading_age_s"] = round(age, 1)
+                if self.latest.power_mw.get("total") is not None:
+                    out["power_mw"] = self.latest.power_mw["total"]
+                if self.latest.gpu_load is not None:
+                    out["gpu_load"] = self.latest.gpu_load
+                if self.latest.skipped:
+                    out["skipped_sensors"] = len(self.latest.skipped)
+            if self.transitions:
+                out["last_transition"] = dict(self.transitions[-1])
+            if self.error:
+                out["error"] = self.error
+            if self.sensor is None:
+                out["note"] = self.sensor_reason
+            if self.nvpmodel_result:
+                out["nvpmodel"] = self.nvpmodel_result
+            return out
+
+    def history(self) -> List[Dict[str, Any]]:
+        """The recent transitions, oldest first."""
+        with self._lock:
+            return [dict(t) for t in self.transitions]
+
+
+__all__ = ["STATES", "SensorTimeout", "ThermalGovernor", "TimedReader"]

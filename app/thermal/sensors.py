@@ -1,0 +1,65 @@
+"""Pick the temperature source: jtop when its service answers, else sysfs, else none."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Tuple
+
+from app.config import ThermalConfig
+from app.errors import ThermalError
+from app.thermal.sample import ThermalSample
+from app.thermal.sysfs import SysfsSensor
+
+log = logging.getLogger("segcam.thermal")
+
+
+class Sensor:
+    """What every source offers (documentation; sources are duck-typed)."""
+
+    name: str = "sensor"
+
+    def read(self) -> ThermalSample:  # pragma: no cover - protocol
+        """One sample now; raise ThermalError when the source is unusable."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - protocol
+        """Release the source."""
+
+
+def jtop_installed() -> bool:
+    """Whether the jetson-stats client library can be imported."""
+    try:
+        import jtop  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_sensor(
+    cfg: ThermalConfig, jtop_factory: Optional[Callable[..., Any]] = None
+) -> Tuple[Optional[Any], str]:
+    """(sensor, reason) for ``cfg.sensor``; sensor None when nothing can be read.
+
+    ``auto`` tries jtop (if jetson-stats is installed or a factory is given), then sysfs.
+    An explicit ``jtop`` that fails falls back to sysfs with the reason, never raises.
+    """
+    notes = []
+    if cfg.sensor == "none":
+        return None, "thermal.sensor is 'none'"
+    if cfg.sensor in ("auto", "jtop"):
+        if jtop_factory is not None or jtop_installed() or cfg.sensor == "jtop":
+            try:
+                from app.thermal.jtop_sensor import JtopSensor
+
+                sensor = JtopSensor(cfg.interval_s, factory=jtop_factory)
+                return sensor, f"jtop {sensor.version} (jtop.service)"
+            except ThermalError as exc:
+                notes.append(str(exc))
+        else:
+            notes.append("jetson-stats not installed")
+    sysfs = SysfsSensor(cfg.sysfs_root)
+    if sysfs.available:
+        reason = f"sysfs ({len(sysfs.files)} sensors under {sysfs.root})"
+        return sysfs, reason + (f"; {'; '.join(notes)}" if notes else "")
+    notes.append(f"no thermal zones or hwmon temperatures under {sysfs.root}")
+    return None, "; ".join(notes)
