@@ -1,0 +1,335 @@
+"""segcam's mask-stream wire protocol: message layout, header schema, payload codecs.
+
+A message is three ZeroMQ frames ``[topic, header, payload]``: the topic in ASCII
+(``mask``, ``frame`` or ``telemetry``), the header as a UTF-8 JSON object and the payload
+as bytes whose meaning the header's ``encoding`` names. ``docs/protocol.md`` is the
+normative description; this module is the reference implementation of both sides.
+
+Decoding never trusts the sender: sizes are bounded before anything is allocated and
+every failure is a :class:`ProtocolError` subclass whose ``kind`` says how a reader
+should count it (``malformed``, ``unsupported_version``, ``unsupported_encoding``,
+``unknown_topic``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from app.errors import ProtocolError
+from app.publish import rle
+
+PROTOCOL_VERSION = 1  # major: a reader skips messages of any other major version
+PROTOCOL_MINOR = 0  # minor: additions only; readers ignore fields they do not know
+CLOCK = "realtime"  # timestamps are CLOCK_REALTIME ns since 1970-01-01T00:00:00Z
+
+TOPIC_MASK = "mask"
+TOPIC_FRAME = "frame"
+TOPIC_TELEMETRY = "telemetry"
+TOPICS = (TOPIC_MASK, TOPIC_FRAME, TOPIC_TELEMETRY)
+
+MASK_ENCODINGS = ("raw", "png", "rle")
+FRAME_ENCODINGS = ("jpeg",)
+TELEMETRY_ENCODINGS = ("json",)
+VALUES = ("probability", "binary")
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_TELEMETRY_BYTES = 1024 * 1024
+MAX_SIDE = 16384
+MAX_PIXELS = 1 << 26  # 64 Mpx: refuses decompression bombs before allocating
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class MalformedMessage(ProtocolError):
+    """The message breaks the protocol (wrong part count, bad JSON, bad payload)."""
+
+    kind = "malformed"
+
+
+class UnsupportedVersion(ProtocolError):
+    """The header's major ``version`` is not one this reader understands."""
+
+    kind = "unsupported_version"
+
+
+class UnsupportedEncoding(ProtocolError):
+    """The header names an ``encoding`` (or ``values``) this reader does not know."""
+
+    kind = "unsupported_encoding"
+
+
+class UnknownTopic(ProtocolError):
+    """The topic frame is not one of ``mask``, ``frame``, ``telemetry``."""
+
+    kind = "unknown_topic"
+
+
+@dataclass
+class Message:
+    """One decoded message.
+
+    ``data`` is a uint8 ndarray for ``mask`` (H x W) and ``frame`` (H x W x 3, BGR) and a
+    dict for ``telemetry``; ``payload`` is the payload as received (e.g. the JPEG bytes);
+    ``nbytes`` counts all three frames; ``recv_ts_ns`` is set by the receiver.
+    """
+
+    topic: str
+    header: Dict[str, Any]
+    data: Any
+    payload: bytes = b""
+    nbytes: int = 0
+    recv_ts_ns: int = 0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def quantize(mask: np.ndarray, values: str, threshold: float) -> np.ndarray:
+    """uint8 H x W mask for the wire: probability 0..255 (rounded) or binary 0/1.
+
+    ``mask`` is float in [0, 1] (or already uint8 0..255). Binary means
+    ``probability >= threshold``.
+    """
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.dtype == np.uint8:
+        if values == "binary":
+            return (mask >= int(round(threshold * 255))).astype(np.uint8)
+        return np.ascontiguousarray(mask)
+    if values == "binary":
+        return (mask >= threshold).astype(np.uint8)
+    scaled = np.clip(mask, 0.0, 1.0) * 255.0 + 0.5
+    return scaled.astype(np.uint8)
+
+
+def encode_mask(mask: np.ndarray, encoding: str, png_level: int = 1) -> bytes:
+    """Payload bytes of a uint8 H x W mask in ``raw``, ``png`` or ``rle``."""
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"mask must be uint8 H x W, got {mask.dtype} {mask.shape}")
+    if encoding == "raw":
+        return np.ascontiguousarray(mask).tobytes()
+    if encoding == "png":
+        import cv2
+
+        ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+        if not ok:  # pragma: no cover - OpenCV fails only without a PNG codec
+            raise ProtocolError("OpenCV could not encode PNG", "install opencv with PNG support")
+        return buf.tobytes()
+    if encoding == "rle":
+        if mask.size and int(mask.max()) > 1:
+            raise ValueError("rle carries binary (0/1) masks only")
+        return rle.encode(mask)
+    raise ValueError(f"unknown mask encoding {encoding!r}")
+
+
+def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
+    """Baseline JPEG of a BGR uint8 frame (the ``frame`` topic payload)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover
+        raise ProtocolError("OpenCV could not encode JPEG", "install opencv with JPEG support")
+    return buf.tobytes()
+
+
+def pack(topic: str, header: Dict[str, Any], payload: bytes) -> List[bytes]:
+    """The three frames of a message; the header is compact, ASCII-only JSON."""
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return [topic.encode("ascii"), text.encode("utf-8"), payload]
+
+
+def base_header(stream: str, session: str, seq: int, encoding: str) -> Dict[str, Any]:
+    """Fields every message carries (``publish_ts_ns`` is set right before sending)."""
+    return {
+        "version": PROTOCOL_VERSION,
+        "minor": PROTOCOL_MINOR,
+        "stream": stream,
+        "session": session,
+        "seq": int(seq),
+        "clock": CLOCK,
+        "publish_ts_ns": 0,
+        "encoding": encoding,
+    }
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _get(header: Dict[str, Any], key: str, kind: Any) -> Any:
+    value = header.get(key)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise MalformedMessage(
+            f"header field {key!r} missing or not {getattr(kind, '__name__', kind)}"
+        )
+    return value
+
+
+def _dims(header: Dict[str, Any]) -> Sequence[int]:
+    w = _get(header, "width", int)
+    h = _get(header, "height", int)
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
+        raise MalformedMessage(f"unreasonable size {w}x{h}")
+    return h, w
+
+
+def parse_header(raw: bytes) -> Dict[str, Any]:
+    """The header object, after the version check (the first thing a reader does)."""
+    if len(raw) > MAX_HEADER_BYTES:
+        raise MalformedMessage(f"header larger than {MAX_HEADER_BYTES} bytes")
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise MalformedMessage("header is not a JSON object")
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MalformedMessage("header has no integer 'version'")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"protocol version {version} (this reader: {PROTOCOL_VERSION})")
+    return header
+
+
+def _png_size(payload: bytes) -> Sequence[int]:
+    """(height, width, bit depth, colour type) from a PNG's IHDR, without decoding."""
+    if len(payload) < 33 or payload[:8] != _PNG_SIGNATURE or payload[12:16] != b"IHDR":
+        raise MalformedMessage("payload is not a PNG")
+    width, height, depth, colour = struct.unpack(">IIBB", payload[16:26])
+    return height, width, depth, colour
+
+
+def _jpeg_size(payload: bytes) -> Sequence[int]:
+    """(height, width) from a JPEG's first SOFn marker, without decoding."""
+    if len(payload) < 4 or payload[:2] != b"\xff\xd8":
+        raise MalformedMessage("payload is not a JPEG")
+    i = 2
+    while i + 4 <= len(payload):
+        if payload[i] != 0xFF:
+            raise MalformedMessage("JPEG marker expected")
+        marker = payload[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD9:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", payload[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(payload):
+                break
+            height, width = struct.unpack(">HH", payload[i + 5 : i + 9])
+            return height, width
+        if length < 2:
+            raise MalformedMessage("JPEG segment length below 2")
+        i += 2 + length
+    raise MalformedMessage("JPEG without a frame header")
+
+
+def decode_mask_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
+    """uint8 H x W mask from a ``mask`` message's header and payload."""
+    encoding = _get(header, "encoding", str)
+    if encoding not in MASK_ENCODINGS:
+        raise UnsupportedEncoding(f"mask encoding {encoding!r}")
+    values = _get(header, "values", str)
+    if values not in VALUES:
+        raise UnsupportedEncoding(f"mask values {values!r}")
+    h, w = _dims(header)
+    if encoding == "raw":
+        if len(payload) != h * w:
+            raise MalformedMessage(f"raw payload has {len(payload)} bytes, expected {h * w}")
+        mask = np.frombuffer(bytes(payload), dtype=np.uint8).reshape(h, w).copy()
+    elif encoding == "png":
+        ph, pw, depth, colour = _png_size(payload)
+        if (ph, pw) != (h, w) or depth != 8 or colour != 0:
+            raise MalformedMessage(
+                f"PNG is {pw}x{ph} depth {depth} colour type {colour}, "
+                f"expected {w}x{h} 8-bit greyscale"
+            )
+        import cv2
+
+        buf = np.frombuffer(bytes(payload), dtype=np.uint8)
+        mask = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.shape != (h, w) or mask.dtype != np.uint8:
+            raise MalformedMessage("PNG payload does not decode to the header's size")
+    else:
+        mask = rle.decode(payload, h, w)
+    if values == "binary" and mask.size and int(mask.max()) > 1:
+        raise MalformedMessage("binary mask has values other than 0 and 1")
+    return mask
+
+
+def decode_frame_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
+    """BGR uint8 H x W x 3 image from a ``frame`` message."""
+    encoding = _get(header, "encoding", str)
+    if encoding not in FRAME_ENCODINGS:
+        raise UnsupportedEncoding(f"frame encoding {encoding!r}")
+    h, w = _dims(header)
+    jh, jw = _jpeg_size(payload)
+    if (jh, jw) != (h, w):
+        raise MalformedMessage(f"JPEG is {jw}x{jh}, header says {w}x{h}")
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(bytes(payload), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.shape[:2] != (h, w):
+        raise MalformedMessage("JPEG payload does not decode")
+    return image
+
+
+def decode_telemetry_payload(header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
+    """The status dict of a ``telemetry`` message."""
+    encoding = _get(header, "encoding", str)
+    if encoding not in TELEMETRY_ENCODINGS:
+        raise UnsupportedEncoding(f"telemetry encoding {encoding!r}")
+    if len(payload) > MAX_TELEMETRY_BYTES:
+        raise MalformedMessage("telemetry payload too large")
+    try:
+        data = json.loads(bytes(payload).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedMessage(f"telemetry is not UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage("telemetry is not a JSON object")
+    return data
+
+
+def decode(frames: Sequence[bytes], topics: Optional[Sequence[str]] = None) -> Message:
+    """Decode one multipart message; raises a :class:`ProtocolError` subclass on any fault.
+
+    Parts after the third are ignored (room for later additions). ``topics`` limits the
+    accepted topics (default: all known).
+    """
+    if len(frames) < 3:
+        raise MalformedMessage(f"expected 3 message parts, got {len(frames)}")
+    raw_topic, raw_header, payload = (bytes(f) for f in frames[:3])
+    try:
+        topic = raw_topic.decode("ascii")
+    except UnicodeDecodeError:
+        raise UnknownTopic("topic is not ASCII") from None
+    if topic not in (topics or TOPICS) or topic not in TOPICS:
+        raise UnknownTopic(f"topic {topic[:40]!r}")
+    header = parse_header(raw_header)
+    for key in ("seq", "publish_ts_ns"):
+        _get(header, key, int)
+    if topic == TOPIC_MASK:
+        for key in ("frame_id", "capture_ts_ns"):
+            _get(header, key, int)
+        data: Any = decode_mask_payload(header, payload)
+    elif topic == TOPIC_FRAME:
+        for key in ("frame_id", "capture_ts_ns"):
+            _get(header, key, int)
+        data = decode_frame_payload(header, payload)
+    else:
+        data = decode_telemetry_payload(header, payload)
+    nbytes = len(raw_topic) + len(raw_header) + len(payload)
+    return Message(topic=topic, header=header, data=data, payload=payload, nbytes=nbytes)

@@ -1,0 +1,453 @@
+"""The publisher thread: the one owner of the ZeroMQ PUB socket.
+
+The pipeline hands over work through a one-item latest slot (``offer`` never waits); this
+thread encodes masks/frames, sends them with ``NOBLOCK`` and emits telemetry about once
+a second. Nothing here can slow the pipeline: a busy publisher overwrites the pending
+item (``dropped_busy``), and a full subscriber queue drops inside ZeroMQ (or, with
+``nodrop``, raises ``zmq.Again`` which is counted as ``dropped_hwm``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import socket as pysocket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import zmq
+
+from app.errors import PublishError
+from app.publish import protocol
+
+log = logging.getLogger("segcam.publish")
+
+_MONITOR_EVENTS = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True when a ZeroMQ endpoint is reachable only from this host.
+
+    ``ipc://`` and ``inproc://`` are local; ``tcp://`` is local only on a loopback
+    address or ``localhost``; anything else (``*``, ``0.0.0.0``, an interface name,
+    pgm/udp/ws transports) counts as exposed.
+    """
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        return False
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    host = host.split(";")[-1]  # "source;dest" form: the bound part is what counts
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(cfg: Any) -> Optional[str]:
+    """Warning text when the mask stream is reachable from the network without CURVE.
+
+    ``cfg`` is the whole Config (or its ``publish`` section). None when publishing is
+    off, every bind address is loopback/ipc, or CURVE is on. ``segcam doctor`` and the
+    publisher's start-up log use this.
+    """
+    pcfg = getattr(cfg, "publish", cfg)
+    if not pcfg.enabled or pcfg.curve.enabled:
+        return None
+    exposed = [ep for ep in pcfg.bind if not is_loopback_endpoint(ep)]
+    if not exposed:
+        return None
+    return (
+        f"mask stream is exposed on {', '.join(exposed)} without CURVE: anyone on the "
+        "network can read it (set publish.curve.enabled=true with keys from "
+        "`segcam keys generate`, or bind to tcp://127.0.0.1)"
+    )
+
+
+@dataclass
+class PublishJob:
+    """What the sink hands the publisher thread for one frame."""
+
+    frame_id: int
+    capture_ts_ns: int
+    mask: np.ndarray
+    frame: Optional[np.ndarray]
+    model_id: str
+    threshold: float
+    inferred: bool
+
+
+class _LatestSlot:
+    """One pending job; a new one replaces (and counts) the one not yet taken."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._job: Optional[PublishJob] = None
+        self.replaced = 0
+
+    def put(self, job: PublishJob) -> bool:
+        with self._cond:
+            replaced = self._job is not None
+            if replaced:
+                self.replaced += 1
+            self._job = job
+            self._cond.notify()
+        return not replaced
+
+    def take(self, timeout: float) -> Optional[PublishJob]:
+        with self._cond:
+            if self._job is None and timeout > 0:
+                self._cond.wait(timeout)
+            job, self._job = self._job, None
+            return job
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class MaskPublisher:
+    """Thread owning the PUB socket: encodes and sends masks, frames and telemetry.
+
+    ``pcfg`` is the ``publish`` config section. ``status_fn`` returns the telemetry dict
+    (``runner.status``); ``on_error(exc, where)`` is called if the thread fails.
+    """
+
+    def __init__(
+        self,
+        pcfg: Any,
+        status_fn: Optional[Callable[[], Dict[str, Any]]] = None,
+        on_error: Optional[Callable[[BaseException, str], None]] = None,
+    ) -> None:
+        self.cfg = pcfg
+        self.status_fn = status_fn
+        self.on_error = on_error
+        self.stream = pcfg.stream_id or pysocket.gethostname()
+        self.session = os.urandom(8).hex()
+        self.endpoints: List[str] = []
+        self.server_public_key: Optional[bytes] = None
+        self._slot = _LatestSlot()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._ctx: Optional[zmq.Context] = None
+        self._sock: Optional[zmq.Socket] = None
+        self._monitor: Optional[zmq.Socket] = None
+        self._guard: Any = None
+        self._seq = {t: 0 for t in protocol.TOPICS}
+        self._lock = threading.Lock()
+        self._counters: Dict[str, Any] = {
+            "sent_mask": 0,
+            "sent_frame": 0,
+            "sent_telemetry": 0,
+            "bytes_sent": 0,
+            "dropped_hwm": 0,
+            "encode_errors": 0,
+            "telemetry_errors": 0,
+            "connections": 0,
+            "handshake_failures": 0,
+            "cpu_s": 0.0,
+            "encode_ms_last": 0.0,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Create the socket, bind every address and start the thread (PublishError on failure)."""
+        if self._thread is not None:
+            return
+        warning = exposure_warning(self.cfg) if self.cfg.enabled else None
+        if warning:
+            log.warning("%s", warning)
+        self._ctx = zmq.Context()
+        try:
+            self._open_socket()
+        except BaseException:
+            self._close_socket()
+            raise
+        self._thread = threading.Thread(target=self._run, name="segcam-publish", daemon=True)
+        self._thread.start()
+        log.info(
+            "publishing %s masks (%s) on %s%s",
+            self.cfg.values,
+            self.cfg.encoding,
+            ", ".join(self.endpoints),
+            " with CURVE" if self.cfg.curve.enabled else "",
+        )
+
+    def _open_socket(self) -> None:
+        assert self._ctx is not None
+        ccfg = self.cfg.curve
+        if ccfg.enabled:
+            from app.publish.curve import CurveGuard
+
+            if not ccfg.server_secret_key or not ccfg.authorized_keys_dir:
+                raise PublishError(
+                    "publish.curve.enabled needs server_secret_key and authorized_keys_dir",
+                    "create keys with `segcam keys generate` and set both paths",
+                )
+            self._guard = CurveGuard(self._ctx, ccfg.authorized_keys_dir)
+            self._guard.start()
+        sock = self._ctx.socket(zmq.PUB)
+        self._sock = sock
+        sock.setsockopt(zmq.SNDHWM, int(self.cfg.sndhwm))
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.cfg.nodrop:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+        if self.cfg.heartbeat_s > 0:
+            ivl = int(self.cfg.heartbeat_s * 1000)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
+        if ccfg.enabled:
+            from app.publish.curve import apply_server_keys
+
+            self.server_public_key = apply_server_keys(sock, ccfg.server_secret_key)
+        self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        for address in self.cfg.bind:
+            try:
+                sock.bind(address)
+            except zmq.ZMQError as exc:
+                raise PublishError(
+                    f"cannot bind the mask publisher to {address}: {exc}",
+                    "is another segcam running? choose another port in publish.bind",
+                ) from None
+            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the thread and close the socket (LINGER 0: pending messages are dropped)."""
+        self._stop.set()
+        self._slot.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("publisher thread did not stop within %.1f s", timeout)
+                return  # the thread still owns the socket; never close it under it
+            self._thread = None
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for s in (self._monitor, self._sock):
+            if s is not None:
+                s.close(linger=0)
+        self._monitor = self._sock = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    # ------------------------------------------------------------------ hand-off
+
+    def offer(self, job: PublishJob) -> bool:
+        """Hand a job to the thread; returns False if it replaced an unsent one."""
+        return self._slot.put(job)
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters: messages and bytes sent, drops by cause, CPU time of the thread."""
+        with self._lock:
+            out = dict(self._counters)
+        out["dropped_busy"] = self._slot.replaced
+        out["auth_denied"] = self._guard.denied if self._guard is not None else 0
+        out["endpoints"] = list(self.endpoints)
+        out["session"] = self.session
+        return out
+
+    def _count(self, key: str, n: Any = 1) -> None:
+        with self._lock:
+            self._counters[key] += n
+
+    # ------------------------------------------------------------------ thread
+
+    def _run(self) -> None:
+        interval = float(self.cfg.telemetry_interval_s)
+        next_telemetry = time.monotonic() + (interval if interval > 0 else 0)
+        try:
+            while not self._stop.is_set():
+                wait = 0.25
+                if interval > 0 and self.status_fn is not None:
+                    wait = min(wait, max(0.0, next_telemetry - time.monotonic()))
+                job = self._slot.take(wait)
+                if self._stop.is_set():
+                    break
+                if job is not None:
+                    self._publish_job(job)
+                if (
+                    interval > 0
+                    and self.status_fn is not None
+                    and time.monotonic() >= next_telemetry
+                ):
+                    next_telemetry = max(next_telemetry + interval, time.monotonic())
+                    self._publish_telemetry()
+                self._drain_monitor()
+                with self._lock:
+                    self._counters["cpu_s"] = time.thread_time()
+        except Exception as exc:  # noqa: BLE001 - reported to the runner, never swallowed
+            log.error("mask publisher failed: %s", exc)
+            if self.on_error is not None:
+                self.on_error(exc, "publish")
+
+    def _send(self, topic: str, header: Dict[str, Any], payload: bytes) -> bool:
+        assert self._sock is not None
+        header["seq"] = self._seq[topic]
+        self._seq[topic] += 1
+        header["publish_ts_ns"] = time.time_ns()
+        frames = protocol.pack(topic, header, payload)
+        try:
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self._count("dropped_hwm")
+            return False
+        with self._lock:
+            self._counters["sent_" + topic] += 1
+            self._counters["bytes_sent"] += sum(len(f) for f in frames)
+        return True
+
+    def _publish_job(self, job: PublishJob) -> None:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        try:
+            mask = job.mask
+            if cfg.downscale > 1:
+                import cv2
+
+                h, w = mask.shape[:2]
+                size = (max(1, w // cfg.downscale), max(1, h // cfg.downscale))
+                src = mask if mask.dtype != np.float16 else mask.astype(np.float32)
+                mask = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+            wire = protocol.quantize(mask, cfg.values, job.threshold)
+            payload = protocol.encode_mask(wire, cfg.encoding)
+        except (ValueError, protocol.ProtocolError) as exc:
+            self._count("encode_errors")
+            log.warning("mask %d not published: %s", job.frame_id, exc)
+            return
+        header = protocol.base_header(self.stream, self.session, 0, cfg.encoding)
+        fh, fw = job.mask.shape[:2]
+        header.update(
+            frame_id=int(job.frame_id),
+            capture_ts_ns=int(job.capture_ts_ns),
+            width=int(wire.shape[1]),
+            height=int(wire.shape[0]),
+            frame_width=int(fw),
+            frame_height=int(fh),
+            values=cfg.values,
+            dtype="uint8",
+            model=job.model_id,
+            threshold=float(job.threshold),
+            inferred=bool(job.inferred),
+        )
+        with self._lock:
+            self._counters["encode_ms_last"] = (time.perf_counter() - t0) * 1000.0
+        self._send(protocol.TOPIC_MASK, header, payload)
+        if cfg.frame_topic and job.frame is not None:
+            jpeg = protocol.encode_jpeg(job.frame, cfg.jpeg_quality)
+            header = protocol.base_header(self.stream, self.session, 0, "jpeg")
+            header.update(
+                frame_id=int(job.frame_id),
+                capture_ts_ns=int(job.capture_ts_ns),
+                width=int(job.frame.shape[1]),
+                height=int(job.frame.shape[0]),
+            )
+            self._send(protocol.TOPIC_FRAME, header, jpeg)
+
+    def _publish_telemetry(self) -> None:
+        assert self.status_fn is not None
+        try:
+            status = dict(self.status_fn())
+            status["publisher"] = self.stats()
+            payload = json.dumps(_clean(status), allow_nan=False).encode("utf-8")
+        except Exception as exc:  # noqa: BLE001 - a status provider's fault must not stop masks
+            self._count("telemetry_errors")
+            log.warning("telemetry not published: %s", exc)
+            return
+        header = protocol.base_header(self.stream, self.session, 0, "json")
+        self._send(protocol.TOPIC_TELEMETRY, header, payload)
+
+    def _drain_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        if self._monitor is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = event.get("event", 0)
+            if kind == zmq.EVENT_ACCEPTED:
+                self._count("connections")
+                log.debug("subscriber connected on %s", event.get("endpoint"))
+            elif kind & _HANDSHAKE_FAILED:
+                self._count("handshake_failures")
+                with self._lock:
+                    n = self._counters["handshake_failures"]
+                if n <= 20 or n % 100 == 0:
+                    log.warning(
+                        "subscriber handshake failed on %s (%s): %s",
+                        event.get("endpoint", b"").decode("utf-8", "replace")
+                        if isinstance(event.get("endpoint"), bytes)
+                        else event.get("endpoint"),
+                        _event_name(kind),
+                        "wrong or missing CURVE keys"
+                        if self.cfg.curve.enabled
+                        else "protocol mismatch",
+                    )
+
+
+def _event_name(kind: int) -> str:
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "authentication refused"
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        return "security mechanism mismatch"
+    return "handshake error"
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """Plain JSON data from a status dict: numpy values, dataclasses, paths; NaN/inf -> null."""
+    import dataclasses
+    import math
+
+    if depth > 32:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_clean(v, depth + 1) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)

@@ -1,0 +1,122 @@
+"""``MaskPublisherSink``: the pipeline sink that publishes masks over ZeroMQ.
+
+``submit`` does only constant-time work on the pipeline's thread (rate limit, hand-over
+of references); quantising, scaling, encoding and sending happen on the publisher
+thread. ``attach(runner)`` gives it the runner's knobs (``publish_every``,
+``publish_max_fps``, changeable at run time) and ``runner.status`` for telemetry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from app.errors import ConfigError
+from app.pipeline.types import FrameResult
+from app.publish.publisher import MaskPublisher, PublishJob, exposure_warning
+
+__all__ = ["MaskPublisherSink", "exposure_warning"]
+
+
+def check_publish_config(pcfg: Any) -> None:
+    """Reject combinations the field types cannot express (ConfigError)."""
+    if pcfg.encoding == "rle" and pcfg.values != "binary":
+        raise ConfigError(
+            "publish.encoding rle carries binary masks only, but publish.values is "
+            f"{pcfg.values!r}",
+            "set publish.values=binary, or publish.encoding=png (or raw) for probabilities",
+        )
+    if not pcfg.bind:
+        raise ConfigError(
+            "publish.bind is empty", "give at least one address, e.g. tcp://127.0.0.1:5555"
+        )
+
+
+class MaskPublisherSink:
+    """Sink publishing each (rate-limited) mask on topic ``mask`` (+ ``frame``, ``telemetry``).
+
+    ``cfg`` is the whole Config (or just its ``publish`` section).
+    """
+
+    name = "publish"
+
+    def __init__(self, cfg: Any) -> None:
+        self.pcfg = getattr(cfg, "publish", cfg)
+        check_publish_config(self.pcfg)
+        self.runner: Any = None
+        self.publisher: Optional[MaskPublisher] = None
+        self._lock = threading.Lock()
+        self._submitted = 0
+        self._skipped_rate = 0
+        self._n = 0
+        self._next_ns = 0
+
+    def attach(self, runner: Any) -> None:
+        """Use the runner's knobs for the rate limit and its ``status()`` for telemetry."""
+        self.runner = runner
+
+    def start(self) -> None:
+        """Bind the PUB socket and start the publisher thread (PublishError if impossible)."""
+        status_fn = getattr(self.runner, "status", None)
+        on_error = getattr(self.runner, "report_error", None)
+        self.publisher = MaskPublisher(self.pcfg, status_fn=status_fn, on_error=on_error)
+        self.publisher.start()
+
+    @property
+    def endpoints(self) -> List[str]:
+        """Bound endpoints (with resolved ports), once started."""
+        return list(self.publisher.endpoints) if self.publisher else []
+
+    def _rate(self) -> Tuple[int, float]:
+        knobs = getattr(self.runner, "knobs", None)
+        if knobs is not None:
+            values = knobs.snapshot()
+            return max(1, int(values.publish_every)), float(values.publish_max_fps)
+        return self.pcfg.every_n, self.pcfg.max_fps
+
+    def submit(self, result: FrameResult) -> bool:
+        """Offer a result; False if rate-limited away or it replaced an unsent one."""
+        publisher = self.publisher
+        if publisher is None:
+            return False
+        every_n, max_fps = self._rate()
+        with self._lock:
+            self._submitted += 1
+            self._n += 1
+            if self._n < every_n:
+                self._skipped_rate += 1
+                return False
+            if max_fps > 0:
+                now = time.monotonic_ns()
+                if now < self._next_ns:
+                    self._skipped_rate += 1
+                    return False
+                period = int(1e9 / max_fps)
+                # Keep the average at max_fps without bursting after a pause.
+                self._next_ns = max(self._next_ns + period, now + period // 2)
+            self._n = 0
+        job = PublishJob(
+            frame_id=result.frame_id,
+            capture_ts_ns=result.capture_ts_ns,
+            mask=result.mask,
+            frame=result.frame if self.pcfg.frame_topic else None,
+            model_id=result.model_id,
+            threshold=result.threshold,
+            inferred=result.inferred,
+        )
+        return publisher.offer(job)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the publisher thread and close the socket (bounded by ``timeout``)."""
+        if self.publisher is not None:
+            self.publisher.stop(timeout)
+
+    def stats(self) -> Dict[str, Any]:
+        """Publisher counters plus the sink's own (submitted, skipped by rate limit)."""
+        out: Dict[str, Any] = self.publisher.stats() if self.publisher else {}
+        with self._lock:
+            out["submitted"] = self._submitted
+            out["skipped_rate"] = self._skipped_rate
+        out["dropped"] = out.get("dropped_busy", 0) + out.get("dropped_hwm", 0)
+        return out

@@ -1,0 +1,299 @@
+"""``MaskSubscriber``: a client of segcam's mask stream that never hangs and never raises
+on bad input.
+
+Iterating yields :class:`~app.publish.protocol.Message` objects (``topic``, ``header``,
+``data``: a uint8 mask, a BGR frame or a telemetry dict). Waiting happens in short poll
+ticks, so ``stop()`` (from any thread), ``timeout`` and Ctrl-C always take effect.
+Malformed messages are counted in ``stats`` and skipped. ZeroMQ reconnects by itself
+after a publisher restart; heartbeats detect dead connections, and after
+``stale_after_s`` without any message the socket is recreated as a last resort.
+In ``latest_only`` mode every wake-up drains the queue and keeps only the newest
+message per topic (ZMQ_CONFLATE cannot be used with multipart messages).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import zmq
+
+from app.errors import PublishError
+from app.publish import protocol
+
+log = logging.getLogger("segcam.subscribe")
+
+_TICK_S = 0.1
+_MAX_DRAIN = 10000
+
+
+class MaskSubscriber:
+    """Subscriber of ``mask`` / ``frame`` / ``telemetry`` topics from one or more publishers.
+
+    ``url``: endpoint(s) to connect to, e.g. ``tcp://127.0.0.1:5555``. ``timeout``: seconds
+    without any message after which iteration ends (``timed_out`` is then True); None =
+    iterate until ``stop()``. CURVE: ``server_key`` is the publisher's public ``.key``
+    file, ``client_key`` this client's ``.key_secret`` file.
+    """
+
+    def __init__(
+        self,
+        url: Union[str, Sequence[str]],
+        topics: Sequence[str] = (protocol.TOPIC_MASK,),
+        *,
+        latest_only: bool = False,
+        timeout: Optional[float] = None,
+        server_key: Optional[Union[str, Path]] = None,
+        client_key: Optional[Union[str, Path]] = None,
+        reconnect_ivl_ms: int = 100,
+        reconnect_ivl_max_ms: int = 2000,
+        heartbeat_s: float = 2.0,
+        stale_after_s: float = 10.0,
+        rcvhwm: int = 16,
+        max_message_bytes: int = 96 * 1024 * 1024,
+    ) -> None:
+        self.urls: List[str] = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise PublishError("no publisher address given", "pass e.g. tcp://127.0.0.1:5555")
+        unknown = [t for t in topics if t not in protocol.TOPICS]
+        if unknown:
+            raise PublishError(
+                f"unknown topic {unknown[0]!r}", f"choose from {', '.join(protocol.TOPICS)}"
+            )
+        if (server_key is None) != (client_key is None):
+            raise PublishError(
+                "CURVE needs both the server's public key and this client's secret key",
+                "pass server_key=<server.key> and client_key=<client.key_secret>",
+            )
+        self.topics = tuple(topics) or (protocol.TOPIC_MASK,)
+        self.latest_only = latest_only
+        self.timeout = timeout
+        self.server_key = str(server_key) if server_key is not None else None
+        self.client_key = str(client_key) if client_key is not None else None
+        self.reconnect_ivl_ms = reconnect_ivl_ms
+        self.reconnect_ivl_max_ms = reconnect_ivl_max_ms
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+        self.rcvhwm = rcvhwm
+        self.max_message_bytes = max_message_bytes
+        self.timed_out = False
+        self._stop = threading.Event()
+        self._ctx: Optional[zmq.Context] = None
+        self._sock: Optional[zmq.Socket] = None
+        self._pending: Deque[protocol.Message] = deque()
+        self._last_seq: Dict[Tuple[str, str], Tuple[str, int]] = {}
+        self._sessions: Dict[str, str] = {}
+        self._last_msg_mono = time.monotonic()
+        self._lock = threading.Lock()
+        self._stats: Dict[str, Any] = {
+            "received": {t: 0 for t in self.topics},
+            "bytes": 0,
+            "errors": {
+                "malformed": 0,
+                "unsupported_version": 0,
+                "unsupported_encoding": 0,
+                "unknown_topic": 0,
+            },
+            "gaps": 0,
+            "restarts": 0,
+            "skipped_stale": 0,
+            "socket_resets": 0,
+        }
+        self._connect()
+
+    # ------------------------------------------------------------------ socket
+
+    def _connect(self) -> None:
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, int(self.rcvhwm))
+            sock.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
+            sock.setsockopt(zmq.RECONNECT_IVL, int(self.reconnect_ivl_ms))
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_ivl_max_ms))
+            if self.heartbeat_s > 0:
+                ivl = int(self.heartbeat_s * 1000)
+                sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
+            if self.server_key and self.client_key:
+                from app.publish.curve import apply_client_keys
+
+                apply_client_keys(sock, self.server_key, self.client_key)
+            for topic in self.topics:
+                sock.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+            for url in self.urls:
+                try:
+                    sock.connect(url)
+                except zmq.ZMQError as exc:
+                    raise PublishError(
+                        f"cannot connect to {url}: {exc}",
+                        "use an address like tcp://HOST:5555 or ipc:///path",
+                    ) from None
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        self._sock = sock
+        self._last_msg_mono = time.monotonic()
+
+    def _reset_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._connect()
+        with self._lock:
+            self._stats["socket_resets"] += 1
+        log.info("no message for %.0f s: reconnecting to %s", self.stale_after_s, self.urls)
+
+    def stop(self) -> None:
+        """Make a running iteration (or ``recv``) return within a poll tick; thread-safe."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Close the socket and context (call from the thread that iterates, or after it)."""
+        self._stop.set()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def __enter__(self) -> MaskSubscriber:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ receiving
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """Counters: received per topic, bytes, errors by kind, seq gaps, restarts, resets."""
+        with self._lock:
+            out = json.loads(json.dumps(self._stats))
+        out["decode_errors"] = sum(out["errors"].values())
+        return out
+
+    def recv(self, timeout: Optional[float] = None) -> Optional[protocol.Message]:
+        """Next decoded message, or None after ``timeout`` seconds (None = until ``stop()``)."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while not self._stop.is_set():
+            if self._pending:
+                return self._pending.popleft()
+            if self._sock is None:
+                return None
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return None
+            if self.stale_after_s > 0 and now - self._last_msg_mono > self.stale_after_s:
+                self._reset_socket()
+            tick = _TICK_S if deadline is None else min(_TICK_S, deadline - now)
+            try:
+                ready = self._sock.poll(max(0, int(tick * 1000)), zmq.POLLIN)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ETERM:
+                    return None
+                raise
+            if ready:
+                self._read_available()
+        return None
+
+    def __iter__(self) -> Iterator[protocol.Message]:
+        """Messages until ``stop()``, or until ``timeout`` seconds pass without one."""
+        while not self._stop.is_set():
+            msg = self.recv(self.timeout)
+            if msg is None:
+                if self.timeout is not None and not self._stop.is_set():
+                    self.timed_out = True
+                return
+            yield msg
+
+    def masks(self) -> Iterator[Tuple[Dict[str, Any], np.ndarray]]:
+        """(header, mask) pairs of the ``mask`` topic (other topics are passed over)."""
+        for msg in self:
+            if msg.topic == protocol.TOPIC_MASK:
+                yield msg.header, msg.data
+
+    def _read_available(self) -> None:
+        assert self._sock is not None
+        batch: List[List[bytes]] = []
+        for _ in range(_MAX_DRAIN if self.latest_only else 1):
+            try:
+                batch.append(self._sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        if not batch:
+            return
+        self._last_msg_mono = time.monotonic()
+        recv_ns = time.time_ns()
+        if self.latest_only:
+            newest: Dict[bytes, int] = {}
+            for i, frames in enumerate(batch):
+                newest[frames[0] if frames else b""] = i
+            keep = set(newest.values())
+            for i, frames in enumerate(batch):
+                if i not in keep:
+                    self._note_skipped(frames)
+            batch = [f for i, f in enumerate(batch) if i in keep]
+        for frames in batch:
+            msg = self._decode(frames)
+            if msg is not None:
+                msg.recv_ts_ns = recv_ns
+                self._pending.append(msg)
+
+    def _decode(self, frames: List[bytes]) -> Optional[protocol.Message]:
+        size = sum(len(f) for f in frames)
+        try:
+            msg = protocol.decode(frames, self.topics)
+        except protocol.ProtocolError as exc:
+            kind = getattr(exc, "kind", "malformed")
+            with self._lock:
+                self._stats["bytes"] += size
+                self._stats["errors"][kind] = self._stats["errors"].get(kind, 0) + 1
+                n = self._stats["errors"][kind]
+            if n <= 3 or n % 1000 == 0:
+                log.warning("skipped a message (%s #%d): %s", kind, n, exc)
+            return None
+        self._track_seq(msg.topic, msg.header)
+        with self._lock:
+            self._stats["bytes"] += size
+            self._stats["received"][msg.topic] += 1
+        return msg
+
+    def _note_skipped(self, frames: List[bytes]) -> None:
+        """A message passed over in latest-only mode: not a gap, not an error."""
+        with self._lock:
+            self._stats["skipped_stale"] += 1
+        if len(frames) >= 2:
+            try:
+                header = json.loads(bytes(frames[1]).decode("utf-8"))
+                topic = bytes(frames[0]).decode("ascii")
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                return
+            if isinstance(header, dict):
+                self._track_seq(topic, header)
+
+    def _track_seq(self, topic: str, header: Dict[str, Any]) -> None:
+        stream, session, seq = header.get("stream"), header.get("session"), header.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return
+        stream, session = str(stream), str(session)
+        known = self._sessions.get(stream)
+        self._sessions[stream] = session
+        if known is not None and known != session:
+            with self._lock:
+                self._stats["restarts"] += 1  # publisher restarted: seq starts again
+        key = (stream, topic)
+        last = self._last_seq.get(key)
+        self._last_seq[key] = (session, seq)
+        if last is not None and last[0] == session and seq > last[1] + 1:
+            with self._lock:
+                self._stats["gaps"] += seq - last[1] - 1
