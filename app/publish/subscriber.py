@@ -90,6 +90,7 @@ class MaskSubscriber:
         self._last_seq: Dict[Tuple[str, str], Tuple[str, int]] = {}
         self._sessions: Dict[str, str] = {}
         self._last_msg_mono = time.monotonic()
+        self.last_message_mono = self._last_msg_mono  # monotonic time of the last message
         self._lock = threading.Lock()
         self._stats: Dict[str, Any] = {
             "received": {t: 0 for t in self.topics},
@@ -232,7 +233,7 @@ class MaskSubscriber:
                 break
         if not batch:
             return
-        self._last_msg_mono = time.monotonic()
+        self._last_msg_mono = self.last_message_mono = time.monotonic()
         recv_ns = time.time_ns()
         if self.latest_only:
             newest: Dict[bytes, int] = {}
