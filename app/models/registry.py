@@ -119,6 +119,11 @@ def _cache_state(spec: ModelSpec, path: Path) -> str:
     return "ok"
 
 
+def cache_state(name: str, cache_dir: Path) -> str:
+    """'ok', 'missing', 'stale' (made by an older converter) or why the cached model is broken."""
+    return _cache_state(get_spec(name), onnx_file(name, cache_dir))
+
+
 def model_path(name: str, cache_dir: Path) -> Path:
     """Path of ``name``'s verified ONNX in ``cache_dir``; ModelError if absent or broken.
 

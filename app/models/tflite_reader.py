@@ -189,7 +189,7 @@ def parse_tflite(data: bytes, source: str = "model") -> TfGraph:
         raise ModelError(f"{source} is corrupt: {exc.message}", hint) from None
     except _PARSE_ERRORS as exc:
         raise ModelError(
-            f"{source} is corrupt or truncated ({type(exc).__name__}: {exc})", hint
+            f"{source} is corrupt or truncated ({len(data)} bytes; {exc})", hint
         ) from None
 
 
