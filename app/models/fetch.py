@@ -52,7 +52,20 @@ def pip_download_command(requirement: str, dest: Path) -> List[str]:
     ]
 
 
+_NETWORK_SIGNS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "ConnectTimeoutError",
+    "Network is unreachable",
+    "ProxyError",
+)
+
+
 def _pip_error(stderr: str) -> str:
+    if any(sign in stderr for sign in _NETWORK_SIGNS):
+        return "the package registry is unreachable (no network?)"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
     if errors:
