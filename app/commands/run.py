@@ -1,0 +1,213 @@
+"""``segcam run``: the live pipeline from an input URI to one or more outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence
+
+from app.commands import add_config_options, config_from_args
+from app.errors import OutputError, UsageError
+
+HELP = "run the pipeline: input -> person mask -> background replacement -> outputs"
+
+log = logging.getLogger("segcam")
+
+HupHandler = Callable[[Any], None]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``segcam run``."""
+    add_config_options(parser)
+    parser.add_argument(
+        "--input", "-i", metavar="URI", help="input URI (overrides input.uri), e.g. 0, clip.mp4"
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="URI",
+        action="append",
+        help="output URI, repeatable: display://0, file://out.mp4, none (overrides output.uris)",
+    )
+    parser.add_argument("--stats-json", metavar="FILE", help="write the final metrics as JSON")
+    parser.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
+    parser.add_argument("--frames", type=int, metavar="N", help="stop after N input frames")
+
+
+# ------------------------------------------------------------------------ extension hook
+def build_extensions(cfg: Any) -> List[Any]:
+    """Control-plane extensions started beside the pipeline (see app.pipeline.types).
+
+    Owners add theirs here, each guarded so that a missing optional piece only logs:
+      * THERMAL helper: the thermal governor (app.thermal) when ``cfg.thermal.enabled``;
+      * SERVICE helper: the sd_notify notifier (app.service) when run under systemd.
+    """
+    extensions: List[Any] = []
+    return extensions
+
+
+def build_hup_handler(cfg: Any) -> Optional[HupHandler]:
+    """What SIGHUP does: ``handler(runner)`` (SERVICE helper: reload the config).
+
+    Returns None when nothing handles SIGHUP (then it is ignored, with a log line).
+    """
+    return None
+
+
+# ------------------------------------------------------------------------ signals
+def install_signal_handlers(runner: Any, on_hup: Optional[HupHandler] = None) -> Callable[[], None]:
+    """SIGINT/SIGTERM stop the runner; SIGHUP calls ``on_hup(runner)`` in a thread.
+
+    Returns a function that restores the previous handlers. Only the main thread may
+    install handlers; elsewhere (tests driving a runner from a thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+
+    def stop(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if runner.stop_event.is_set():
+            log.info("%s again: already stopping", name)
+        else:
+            log.info("%s: stopping", name)
+        runner.request_stop(name)
+
+    def hup(_signum: int, _frame: Any) -> None:
+        if on_hup is None:
+            log.info("SIGHUP: no reload handler in this build; ignored")
+            return
+        # Reloading reads files and may log: do it outside the signal handler.
+        threading.Thread(target=_safe_hup, args=(on_hup, runner), name="segcam-sighup").start()
+
+    wanted = [(signal.SIGINT, stop), (signal.SIGTERM, stop)]
+    if hasattr(signal, "SIGHUP"):
+        wanted.append((signal.SIGHUP, hup))
+    for sig, handler in wanted:
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def _safe_hup(on_hup: HupHandler, runner: Any) -> None:
+    try:
+        on_hup(runner)
+    except Exception as exc:  # noqa: BLE001 - a failed reload keeps the pipeline running
+        log.error("SIGHUP reload failed: %s", exc)
+
+
+# ------------------------------------------------------------------------ the pipeline
+def run_pipeline(
+    cfg: Any,
+    seconds: Optional[float] = None,
+    frames: Optional[int] = None,
+    stats_json: Optional[str] = None,
+    extensions: Sequence[Any] = (),
+    extra_sinks: Sequence[Any] = (),
+    on_hup: Optional[HupHandler] = None,
+    print_summary: bool = True,
+) -> Any:
+    """Open input, outputs and model, run until stopped; return the finished Runner.
+
+    Bad input (unknown scheme, missing file, absent camera, unwritable output, no display)
+    raises a SegcamError before any thread starts. A pipeline error is raised after the
+    orderly stop, the summary and the stats file.
+    """
+    from app.outputs import build_sinks
+    from app.pipeline.assemble import open_backend, preflight_sinks
+    from app.pipeline.metrics import summary_table
+    from app.pipeline.runner import Runner
+    from app.sources import open_source
+
+    if stats_json:
+        _check_stats_path(stats_json)
+    sinks = build_sinks(cfg) + list(extra_sinks)
+    preflight_sinks(sinks)
+    source = open_source(cfg.input)
+    source.open()
+    backend = None
+    runner = None
+    try:
+        backend, _reason = open_backend(cfg)
+        runner = Runner(cfg, source, backend, sinks, extensions)
+        restore = install_signal_handlers(runner, on_hup)
+        try:
+            runner.run(max_frames=frames, max_seconds=seconds)
+        finally:
+            restore()
+    finally:
+        if runner is None:  # otherwise the runner closed it (unless a read is stuck)
+            source.close()
+        if backend is not None:
+            backend.close()
+    status = runner.status()
+    if print_summary:
+        print(summary_table(status), flush=True)
+    if stats_json:
+        _write_stats(stats_json, runner, status)
+    if runner.error is not None:
+        raise runner.error
+    log.info("stopped: %s", runner.stop_reason or "done")
+    return runner
+
+
+def _check_stats_path(path: str) -> None:
+    p = Path(path).expanduser()
+    if not p.parent.is_dir():
+        raise UsageError(
+            f"--stats-json {path}: directory {p.parent} does not exist",
+            "create it or choose another path",
+        )
+
+
+def _write_stats(path: str, runner: Any, status: Any) -> None:
+    from app.config import config_to_dict
+
+    out = dict(status)
+    out["stop_reason"] = runner.stop_reason
+    out["error"] = None if runner.error is None else str(runner.error)
+    out["exit_code"] = 0 if runner.error is None else getattr(runner.error, "exit_code", 1)
+    out["frames_completed"] = runner.frames_completed
+    out["config"] = config_to_dict(runner.config)
+    try:
+        Path(path).expanduser().write_text(json.dumps(out, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write --stats-json {path}: {exc.strerror or exc}") from None
+    log.info("stats written to %s", path)
+
+
+def apply_io_args(cfg: Any, args: argparse.Namespace) -> None:
+    """``--input``/``--output`` override ``input.uri``/``output.uris``."""
+    if getattr(args, "input", None):
+        cfg.input.uri = args.input
+    if getattr(args, "output", None):
+        cfg.output.uris = list(args.output)
+    for name in ("seconds", "frames"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name} must be positive, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``segcam run``."""
+    cfg = config_from_args(args)
+    apply_io_args(cfg, args)
+    run_pipeline(
+        cfg,
+        seconds=args.seconds,
+        frames=args.frames,
+        stats_json=args.stats_json,
+        extensions=build_extensions(cfg),
+        on_hup=build_hup_handler(cfg),
+    )
+    sys.stdout.flush()
+    return 0

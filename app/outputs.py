@@ -1,0 +1,547 @@
+"""Output sinks: ``display://0`` (OpenCV window), ``file://out.mp4`` (recorder), ``none``.
+
+Every sink runs in its own thread behind a one-frame mailbox. ``submit`` copies what the
+sink needs out of the pipeline's slot (the slot is recycled as soon as ``submit`` returns)
+into one of two buffers the sink owns, and returns at once: when the sink is still busy
+with the previous frame, the frame waiting in the mailbox is replaced and counted as
+dropped. A slow sink therefore never slows the pipeline. For finite files processed frame
+by frame the runner sets ``lossless`` and ``submit`` waits for room instead, so the
+recording holds every frame.
+
+``build_sinks(cfg)`` turns ``output.uris`` into sinks (plus the ZeroMQ mask publisher
+when ``publish.enabled``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from app.errors import OutputError, SegcamError
+from app.pipeline.metrics import SampleRing
+from app.pipeline.types import FrameResult
+
+log = logging.getLogger("segcam.output")
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
+ESC = 27
+
+
+class _Item:
+    """A sink-owned copy of one frame (buffers reused from frame to frame)."""
+
+    __slots__ = ("frame", "mask", "source", "frame_id", "capture_ts_ns", "capture_mono_ns")
+
+    def __init__(self) -> None:
+        self.frame: Optional[np.ndarray] = None
+        self.mask: Optional[np.ndarray] = None  # uint8 0..255
+        self.source: Optional[np.ndarray] = None
+        self.frame_id = -1
+        self.capture_ts_ns = 0
+        self.capture_mono_ns = 0
+
+
+def _copy_into(dst: Optional[np.ndarray], src: np.ndarray) -> np.ndarray:
+    if dst is None or dst.shape != src.shape or dst.dtype != src.dtype:
+        dst = np.empty_like(src)
+    np.copyto(dst, src)
+    return dst
+
+
+class ThreadedSink:
+    """Base of the built-in sinks: mailbox, worker thread, counters, error reporting.
+
+    Subclasses set ``needs_frame``/``needs_mask``/``needs_source`` and implement
+    ``_open()`` (called by ``start`` in the caller's thread: raise OutputError there),
+    ``_write(item)`` and ``_close()`` (both in the sink's thread), and optionally
+    ``_idle()`` (called about every 30 ms while no frame waits).
+    """
+
+    name = "sink"
+    needs_frame = True
+    needs_mask = False
+    needs_source = False
+    idle_interval_s = 0.05
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lossless = False
+        self.written = 0
+        self.dropped = 0
+        self.g2g = SampleRing(256)
+        self.error: Optional[BaseException] = None
+        self._runner: Any = None
+        self._items = (_Item(), _Item())
+        self._pending: Optional[_Item] = None
+        self._busy: Optional[_Item] = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    # -- Sink contract ----------------------------------------------------------------
+    def attach(self, runner: Any) -> None:
+        """Remember the runner (for errors, stop requests and the source's size/fps)."""
+        self._runner = runner
+
+    def start(self) -> None:
+        """Open the output (OutputError if impossible) and start the thread."""
+        self._open()
+        self._thread = threading.Thread(target=self._loop, name=f"segcam-sink-{self.name}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def submit(self, result: FrameResult) -> bool:
+        """Copy what this sink needs from ``result``; never waits unless ``lossless``."""
+        with self._cond:
+            if self._stopping:
+                return False
+            if self.lossless:
+                while self._pending is not None and not self._stopping:
+                    if self._runner is not None and self._runner.stop_event.is_set():
+                        if not getattr(self._runner, "eos_event", threading.Event()).is_set():
+                            break
+                    self._cond.wait(0.05)
+            accepted = True
+            if self._pending is not None:
+                item = self._pending  # replace the frame that was still waiting
+                self.dropped += 1
+                accepted = False
+            else:
+                item = self._items[0] if self._busy is not self._items[0] else self._items[1]
+            self._fill(item, result)
+            self._pending = item
+            self._cond.notify_all()
+        return accepted
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Write the frame still waiting, close the output, join within ``timeout``."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("output %s did not finish within %.1f s", self.name, timeout)
+        else:
+            self._close()
+
+    def stats(self) -> Dict[str, Any]:
+        """Frames written and dropped, and this sink's glass-to-glass latency."""
+        p50, p95 = self.g2g.percentiles(50, 95)
+        return {
+            "written": self.written,
+            "dropped": self.dropped,
+            "glass_to_glass_ms": {
+                "p50": None if p50 is None else round(p50, 3),
+                "p95": None if p95 is None else round(p95, 3),
+            },
+        }
+
+    # -- internals --------------------------------------------------------------------
+    def _fill(self, item: _Item, result: FrameResult) -> None:
+        item.frame_id = result.frame_id
+        item.capture_ts_ns = result.capture_ts_ns
+        item.capture_mono_ns = result.capture_mono_ns
+        if self.needs_frame:
+            item.frame = _copy_into(item.frame, result.frame)
+        if self.needs_source and result.source is not None:
+            item.source = _copy_into(item.source, result.source)
+        if self.needs_mask:
+            mask = result.mask
+            if item.mask is None or item.mask.shape != mask.shape:
+                item.mask = np.empty(mask.shape, np.uint8)
+            if mask.dtype == np.uint8:
+                np.copyto(item.mask, mask)
+            else:
+                cv2.convertScaleAbs(mask, dst=item.mask, alpha=255.0)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self._pending is None and not self._stopping:
+                        if not self._cond.wait(self.idle_interval_s):
+                            break
+                    item = self._pending
+                    if item is None:
+                        if self._stopping:
+                            break
+                        idle = True
+                    else:
+                        idle = False
+                        self._pending = None
+                        self._busy = item
+                        self._cond.notify_all()
+                if idle:
+                    self._idle()
+                    continue
+                try:
+                    self._write(item)
+                finally:
+                    with self._cond:
+                        self._busy = None
+                        self._cond.notify_all()
+                self.written += 1
+                self.g2g.add((time.monotonic_ns() - item.capture_mono_ns) / 1e6)
+        except BaseException as exc:  # noqa: BLE001 - a sink's death is reported
+            self.error = exc
+            with self._cond:
+                self._stopping = True
+                self._pending = None
+                self._cond.notify_all()
+            if self._runner is not None:
+                self._runner.report_error(exc, f"output {self.name}")
+            else:
+                log.error("output %s failed: %s", self.name, exc)
+        finally:
+            try:
+                self._close()
+            except Exception as exc:  # noqa: BLE001 - closing must not mask the first error
+                log.warning("output %s: close failed: %s", self.name, exc)
+
+    def _open(self) -> None:
+        pass
+
+    def _write(self, item: _Item) -> None:
+        raise NotImplementedError
+
+    def _idle(self) -> None:
+        pass
+
+    def _close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- file://
+
+
+def check_writable(path: Path) -> None:
+    """Raise OutputError unless ``path`` can be created/written (no file is left behind)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "ab"):  # append: an existing file is not truncated by a check
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            "choose a writable path, e.g. --output file:///tmp/out.mp4",
+        ) from None
+
+
+def mask_video_path(path: Path) -> Path:
+    """``out.mp4`` -> ``out.mask.mp4``."""
+    return path.with_name(f"{path.stem}.mask{path.suffix or '.mp4'}")
+
+
+class FileSink(ThreadedSink):
+    """Records the composite (and optionally the mask) with ``cv2.VideoWriter``."""
+
+    def __init__(
+        self, path: str, codec: str = "mp4v", record_mask: bool = False, fps: float = 30.0
+    ) -> None:
+        super().__init__(f"file:{path}")
+        self.path = Path(path).expanduser()
+        self.codec = codec
+        self.record_mask = record_mask
+        self.needs_mask = record_mask
+        self.fps = fps
+        self.size: Optional[Tuple[int, int]] = None
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._mask_writer: Optional[cv2.VideoWriter] = None
+
+    def preflight(self) -> None:
+        """Check the codec and that the file(s) can be written (before the model loads)."""
+        if len(self.codec) != 4:
+            raise OutputError(
+                f"output.codec {self.codec!r} is not a four-character code",
+                "use mp4v (default), avc1, MJPG or XVID",
+            )
+        check_writable(self.path)
+        if self.record_mask:
+            check_writable(mask_video_path(self.path))
+
+    def _open(self) -> None:
+        self.preflight()
+        src = getattr(self._runner, "source", None)
+        if src is not None:
+            self.fps = float(getattr(src, "fps", 0) or self.fps)
+            size = getattr(src, "size", None)
+            if size and size[0] > 0 and size[1] > 0:
+                self._open_writers((int(size[0]), int(size[1])))
+
+    def _open_writers(self, size: Tuple[int, int]) -> None:
+        fourcc = cv2.VideoWriter_fourcc(*self.codec)
+        fps = self.fps if self.fps > 0 else 30.0
+        writer = cv2.VideoWriter(str(self.path), fourcc, fps, size, True)
+        if not writer.isOpened():
+            raise OutputError(
+                f"cannot record {self.path} with codec {self.codec!r}",
+                "this OpenCV build cannot write that codec/container; try output.codec=mp4v "
+                "with a .mp4 file, or MJPG with .avi",
+            )
+        self._writer = writer
+        if self.record_mask:
+            mpath = mask_video_path(self.path)
+            mw = cv2.VideoWriter(str(mpath), fourcc, fps, size, False)
+            if not mw.isOpened():
+                writer.release()
+                raise OutputError(f"cannot record the mask video {mpath}")
+            self._mask_writer = mw
+        self.size = size
+        log.info(
+            "recording %s (%dx%d @ %.1f fps, %s)", self.path, size[0], size[1], fps, self.codec
+        )
+
+    def _write(self, item: _Item) -> None:
+        frame = item.frame
+        h, w = frame.shape[:2]
+        if self._writer is None:
+            self._open_writers((w, h))
+        if (w, h) != self.size:  # a source that changed size mid-stream: keep one size
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+        if self._mask_writer is not None and item.mask is not None:
+            mask = item.mask
+            if (mask.shape[1], mask.shape[0]) != self.size:
+                mask = cv2.resize(mask, self.size, interpolation=cv2.INTER_AREA)
+            self._mask_writer.write(mask)
+
+    def _close(self) -> None:
+        for writer in (self._writer, self._mask_writer):
+            if writer is not None:
+                writer.release()
+        if self._writer is not None:
+            log.info("recorded %d frames to %s", self.written, self.path)
+        self._writer = self._mask_writer = None
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters plus the file path."""
+        out = super().stats()
+        out["path"] = str(self.path)
+        return out
+
+
+# ---------------------------------------------------------------------------- display://
+
+
+def display_available() -> Tuple[bool, str]:
+    """Whether an OpenCV window can be shown here, and if not, why."""
+    info = cv2.getBuildInformation()
+    gui = ""
+    for line in info.splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if gui.upper() in ("NONE", "NO"):
+        return False, "this OpenCV has no GUI support (opencv-python-headless)"
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+    return True, f"OpenCV GUI {gui or 'available'}"
+
+
+def require_display(uri: str) -> None:
+    """Raise OutputError when ``uri`` (a display://) cannot be shown here."""
+    ok, why = display_available()
+    if not ok:
+        raise OutputError(
+            f"{uri} needs a display; use file://out.mp4 or none ({why})",
+            "record with --output file://out.mp4, or install opencv-python (not -headless) "
+            "and run inside a desktop session",
+        )
+
+
+class DisplaySink(ThreadedSink):
+    """An OpenCV window (its own thread); q or Esc asks the runner to stop."""
+
+    idle_interval_s = 0.03
+
+    def __init__(self, uri: str, title: str = "segcam", fullscreen: bool = False) -> None:
+        super().__init__(uri.replace("://", ":"))
+        self.uri = uri
+        self.title = title
+        self.fullscreen = fullscreen
+        self._window = False
+
+    def _open(self) -> None:
+        require_display(self.uri)
+
+    def _make_window(self) -> None:
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        if self.fullscreen:
+            cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        self._window = True
+
+    def _write(self, item: _Item) -> None:
+        if not self._window:
+            self._make_window()
+        cv2.imshow(self.title, item.frame)
+        self._keys()
+
+    def _idle(self) -> None:
+        if self._window:
+            self._keys()
+
+    def _keys(self) -> None:
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), ord("Q"), ESC) and self._runner is not None:
+            log.info("%s: quit key pressed", self.uri)
+            self._runner.request_stop("quit key")
+
+    def _close(self) -> None:
+        if self._window:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+            self._window = False
+
+
+# ---------------------------------------------------------------------------- contact sheet
+
+
+class ContactSheetSink(ThreadedSink):
+    """Keeps a few instants (frame | mask | composite) and writes them as one PNG at stop.
+
+    An instant is taken every ``every_s`` seconds after the first frame, up to ``rows``.
+    """
+
+    needs_frame = True
+    needs_mask = True
+    needs_source = True
+
+    def __init__(self, path: str, rows: int = 4, every_s: float = 2.0, width: int = 480) -> None:
+        super().__init__(f"sheet:{path}")
+        self.path = Path(path).expanduser()
+        self.rows = max(1, rows)
+        self.every_s = max(0.0, every_s)
+        self.width = width
+        self.lossless = False
+        self._tiles: List[np.ndarray] = []
+        self._first: Optional[float] = None
+        self._taken = 0
+        self.saved: Optional[Path] = None
+
+    def preflight(self) -> None:
+        """The PNG's directory must be writable."""
+        check_writable(self.path)
+
+    def _open(self) -> None:
+        self.preflight()
+
+    def submit(self, result: FrameResult) -> bool:
+        """Take a copy only when the next instant is due (most frames are not needed)."""
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        due = self._first + self._taken * self.every_s
+        if self._taken >= self.rows or now < due:
+            return True  # not wanted: not a drop
+        self._taken += 1
+        return super().submit(result)
+
+    def _write(self, item: _Item) -> None:
+        if item.source is not None and item.mask is not None:
+            self._tiles.append(self._row(item))
+
+    def _row(self, item: _Item) -> np.ndarray:
+        h, w = item.frame.shape[:2]
+        tw = self.width
+        th = max(1, int(round(h * tw / w)))
+        parts = []
+        for img, label in (
+            (item.source, f"frame {item.frame_id}"),
+            (cv2.cvtColor(item.mask, cv2.COLOR_GRAY2BGR), "mask"),
+            (item.frame, "composite"),
+        ):
+            tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+            cv2.putText(tile, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 3)
+            cv2.putText(tile, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1)
+            parts.append(tile)
+        return np.hstack(parts)
+
+    def _close(self) -> None:
+        if not self._tiles or self.saved is not None:
+            return
+        sheet = np.vstack(self._tiles)
+        if not cv2.imwrite(str(self.path), sheet):
+            raise OutputError(f"cannot write the contact sheet {self.path}")
+        self.saved = self.path
+        log.info("contact sheet (%d instants) written to %s", len(self._tiles), self.path)
+
+
+# ---------------------------------------------------------------------------- factory
+
+
+def parse_output(uri: str) -> Tuple[str, str]:
+    """Classify an output URI: ("none"|"display"|"file", target)."""
+    text = str(uri).strip()
+    if text in ("", "none", "null", "none://"):
+        return "none", ""
+    if text.startswith("display://"):
+        index = text[len("display://") :] or "0"
+        if not index.isdigit():
+            raise OutputError(f"output {text!r}: expected display://<number>", "e.g. display://0")
+        return "display", index
+    if text.startswith("file://"):
+        target = text[len("file://") :]
+        if not target:
+            raise OutputError(f"output {text!r}: no file name", "e.g. file://out.mp4")
+        return "file", target
+    if "://" not in text and Path(text).suffix.lower() in VIDEO_SUFFIXES:
+        return "file", text  # a plain video path is what users mean
+    scheme = text.split("://", 1)[0] if "://" in text else text
+    raise OutputError(
+        f"unknown output {text!r} ({scheme!r} is not an output scheme)",
+        "use display://0, file://out.mp4 or none (several --output may be given)",
+    )
+
+
+def build_sinks(cfg: Any, uris: Optional[Sequence[str]] = None) -> List[Any]:
+    """Sinks for ``uris`` (default ``cfg.output.uris``) plus the mask publisher if enabled.
+
+    Raises OutputError for an unknown scheme or a display:// without a display; file
+    paths are checked when the sink starts.
+    """
+    sinks: List[Any] = []
+    seen = set()
+    for uri in list(uris if uris is not None else cfg.output.uris):
+        kind, target = parse_output(uri)
+        if kind == "none":
+            continue
+        key = (kind, target)
+        if key in seen:
+            continue
+        seen.add(key)
+        if kind == "display":
+            require_display(uri)
+            d = cfg.output.display
+            sinks.append(DisplaySink(uri, d.title, d.fullscreen))
+        else:
+            sinks.append(FileSink(target, cfg.output.codec, cfg.output.record_mask, cfg.input.fps))
+    if cfg.publish.enabled:
+        try:
+            from app.publish.sink import MaskPublisherSink
+        except ImportError as exc:
+            raise OutputError(
+                f"publish.enabled is true but the publisher is not available ({exc})",
+                "install pyzmq (pip install pyzmq) or set publish.enabled=false",
+            ) from None
+        sinks.append(MaskPublisherSink(cfg))
+    return sinks
+
+
+def stop_sinks(sinks: Sequence[Any], timeout: float = 2.0) -> None:
+    """Stop sinks that were started outside a runner (error paths)."""
+    for sink in sinks:
+        try:
+            sink.stop(timeout)
+        except SegcamError as exc:
+            log.warning("output %s: %s", getattr(sink, "name", sink), exc.message)

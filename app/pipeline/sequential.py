@@ -1,0 +1,71 @@
+"""The synchronous baseline: capture -> preprocess -> infer -> postprocess -> composite per frame.
+
+This is the loop of common TensorRT/ONNX recipes, one frame at a time in one thread. It
+drives the same stage objects as the runner, so ``segcam bench`` compares like with like.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict
+
+import numpy as np
+
+from app.pipeline.knobs import knobs_from_config
+from app.pipeline.metrics import PipelineMetrics
+from app.pipeline.slots import FrameSlot, ensure_buffer
+from app.pipeline.stages import StageSet
+
+SEQUENTIAL_STAGES = ("capture", "preprocess", "infer", "composite")
+
+
+def run_sequential(
+    cfg: Any, source: Any, stages: StageSet, frames: int, warmup: int = 5
+) -> Dict[str, Any]:
+    """Process ``warmup + frames`` frames in one loop; metrics cover the last ``frames``.
+
+    Returns the metrics snapshot plus ``fps`` (frames / seconds over the measured frames)
+    and ``seconds``.
+    """
+    metrics = PipelineMetrics(list(SEQUENTIAL_STAGES))
+    slot = FrameSlot(0)
+    knobs = knobs_from_config(cfg)
+    steps = (stages.preprocess, stages.infer, stages.composite)
+    measured = 0
+    start = time.perf_counter()
+    for i in range(warmup + frames):
+        if i == warmup:
+            start = time.perf_counter()
+        t0 = time.perf_counter()
+        got = source.read()
+        if got is None:
+            break
+        frame, ts_ns, mono_ns = got
+        slot.reset()
+        slot.frame = ensure_buffer(slot.frame, frame.shape, np.uint8)
+        np.copyto(slot.frame, frame)
+        slot.frame_id, slot.capture_ts_ns, slot.capture_mono_ns = i, ts_ns, mono_ns
+        slot.knobs = knobs
+        times = [time.perf_counter()]
+        for stage in steps:
+            stage.process(slot)
+            times.append(time.perf_counter())
+        if i < warmup:
+            continue
+        measured += 1
+        metrics.record("capture", (times[0] - t0) * 1e3)
+        for stage, a, b in zip(steps, times, times[1:]):
+            if stage.name != "infer" or slot.inferred:
+                metrics.record(stage.name, (b - a) * 1e3)
+        for key, ms in slot.timings_ms.items():
+            if "/" in key:
+                metrics.record(key, ms)
+        if slot.inferred:
+            metrics.count_inference()
+        metrics.count_in()
+        metrics.frame_done(mono_ns)
+    seconds = time.perf_counter() - start
+    snap = metrics.snapshot()
+    snap["fps"] = round(measured / seconds, 3) if seconds > 0 and measured else 0.0
+    snap["seconds"] = round(seconds, 3)
+    return snap
