@@ -1,0 +1,141 @@
+"""Mask refinement: uncertainty-weighted smoothing, upsample, threshold, feather, blobs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from app.config import RefineConfig
+from app.errors import PipelineError
+from app.pipeline.knobs import KnobValues
+from app.refine import FULL_RES_FEATHER_MAX, MaskRefiner, feather, uncertainty
+
+
+def cfg(**kw) -> RefineConfig:
+    base = dict(threshold=0.5, soft=True, feather=0, smoothing=0.0, min_blob_area=0.0)
+    base.update(kw)
+    return RefineConfig(**base)
+
+
+def test_uncertainty_is_entropy_based() -> None:
+    p = np.array([0.0, 1.0, 0.5, 0.1, 0.9, 0.3], np.float32)
+    u = uncertainty(p)
+    assert u[0] < 1e-4 and u[1] < 1e-4  # certain: no blending
+    assert u[2] == pytest.approx(1.0)  # p = 0.5: fully uncertain
+    assert u[3] == pytest.approx(u[4], abs=1e-6)  # symmetric
+    h = -(0.3 * np.log2(0.3) + 0.7 * np.log2(0.7))
+    assert u[5] == pytest.approx(1 - (1 - h) ** 2, abs=1e-5)
+    assert u.dtype == np.float32
+
+
+def test_smoothing_blends_only_where_uncertain() -> None:
+    r = MaskRefiner(cfg(smoothing=0.8))
+    first = np.full((4, 4), 0.9, np.float32)
+    np.testing.assert_array_equal(r.refine(first, (4, 4)), first)  # first mask passes
+    new = np.array([[0.0, 1.0, 0.5, 0.6]] * 4, np.float32)
+    out = r.refine(new, (4, 4))
+    # confident pixels follow the model; the p=0.5 one moves 80% of the way back to 0.9
+    assert out[0, 0] == pytest.approx(0.0, abs=1e-4)
+    assert out[0, 1] == pytest.approx(1.0, abs=1e-4)
+    assert out[0, 2] == pytest.approx(0.5 + (0.9 - 0.5) * 0.8, abs=1e-5)
+    assert 0.6 < out[0, 3] < 0.9
+    # the history is the smoothed value (as in MediaPipe, the previous *output*)
+    np.testing.assert_array_equal(r.last, out)
+
+
+def test_smoothing_zero_and_reset() -> None:
+    r = MaskRefiner(cfg(smoothing=0.0))
+    r.refine(np.full((4, 4), 0.9, np.float32), (4, 4))
+    half = np.full((4, 4), 0.5, np.float32)
+    np.testing.assert_array_equal(r.refine(half, (4, 4)), half)
+    r2 = MaskRefiner(cfg(smoothing=1.0))
+    r2.refine(np.full((4, 4), 0.9, np.float32), (4, 4))
+    assert r2.refine(half, (4, 4))[0, 0] == pytest.approx(0.9)
+    r2.reset()
+    np.testing.assert_array_equal(r2.refine(half, (4, 4)), half)
+
+
+def test_none_re_emits_last_mask_and_first_needs_one() -> None:
+    r = MaskRefiner(cfg(smoothing=0.5, feather=2))
+    with pytest.raises(PipelineError, match="no mask yet"):
+        r.refine(None, (8, 8))
+    prob = np.random.default_rng(0).random((16, 16), dtype=np.float32)
+    a = r.refine(prob, (32, 48))
+    b = r.refine(None, (32, 48))
+    np.testing.assert_array_equal(a, b)
+    assert b.shape == (32, 48)
+
+
+def test_upsample_is_opencv_bilinear_on_float() -> None:
+    prob = np.random.default_rng(1).random((9, 16), dtype=np.float32)
+    out = np.empty((90, 160), np.float32)
+    got = MaskRefiner(cfg()).refine(prob, (90, 160), out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, cv2.resize(prob, (160, 90), interpolation=cv2.INTER_LINEAR))
+    assert got.dtype == np.float32
+
+
+def test_threshold_mode_is_binary_strictly_above() -> None:
+    prob = np.array([[0.2, 0.5, 0.51, 0.9]], np.float32)
+    got = MaskRefiner(cfg(soft=False)).refine(prob, (1, 4))
+    np.testing.assert_array_equal(got, [[0.0, 0.0, 1.0, 1.0]])
+
+
+def test_feather_softens_a_hard_edge_by_radius() -> None:
+    prob = np.zeros((100, 100), np.float32)
+    prob[:, 50:] = 1.0
+    for radius in (3, 12):
+        got = MaskRefiner(cfg(soft=False, feather=radius)).refine(prob, (100, 100))
+        row = got[50]
+        ramp = np.flatnonzero((row > 0.02) & (row < 0.98))
+        # the transition widens with the radius and stays centred on the edge
+        assert radius <= len(ramp) <= 2 * radius + 2
+        assert abs(row[49] + row[50] - 1.0) < 0.05
+        assert got.min() >= 0.0 and got.max() <= 1.0
+
+
+def test_reduced_resolution_feather_is_close_to_full_resolution() -> None:
+    rng = np.random.default_rng(2)
+    low = (rng.random((12, 20)) > 0.5).astype(np.float32)
+    mask = cv2.resize(low, (400, 240), interpolation=cv2.INTER_NEAREST)
+    radius = 3 * FULL_RES_FEATHER_MAX
+    fast = feather(mask, radius)
+    k = 2 * radius + 1
+    exact = cv2.GaussianBlur(mask, (k, k), radius / 2, borderType=cv2.BORDER_REPLICATE)
+    assert np.abs(fast - exact).max() < 0.06
+    assert np.abs(fast - exact).mean() < 0.01
+
+
+def test_small_blob_removal() -> None:
+    prob = np.zeros((100, 100), np.float32)
+    prob[20:80, 10:50] = 0.95  # the person: 24% of the frame
+    prob[5:8, 80:83] = 0.9  # a speck: 0.09%
+    prob[60:75, 70:85] = 0.8  # a mid blob: 2.25%
+    r = MaskRefiner(cfg(min_blob_area=0.01))
+    got = r.refine(prob, (200, 200))
+    assert got[10:16, 160:166].max() == 0.0  # speck (and its soft fringe) gone
+    assert got[130:140, 150:160].min() > 0.7  # mid blob kept
+    assert got[80:140, 40:80].min() > 0.9  # person kept
+    np.testing.assert_array_equal(r.last, prob)  # the history is not altered
+    got2 = MaskRefiner(cfg(min_blob_area=0.05)).refine(prob, (100, 100))
+    assert got2[60:75, 70:85].max() == 0.0 and got2[30:70, 20:40].min() > 0.9
+
+
+def test_knobs_override_config_per_call() -> None:
+    prob = np.array([[0.2, 0.6]], np.float32)
+    r = MaskRefiner(cfg(soft=True))
+    np.testing.assert_allclose(r.refine(prob, (1, 2)), prob)
+    hard = KnobValues(threshold=0.7, soft=False, feather=0, smoothing=0.0, min_blob_area=0)
+    np.testing.assert_array_equal(r.refine(None, (1, 2), hard), [[0.0, 0.0]])
+    np.testing.assert_array_equal(
+        r.refine(None, (1, 2), KnobValues(threshold=0.5, soft=False)), [[0.0, 1.0]]
+    )
+
+
+def test_bad_inputs() -> None:
+    r = MaskRefiner(cfg())
+    with pytest.raises(PipelineError, match="HxW"):
+        r.refine(np.zeros((1, 4, 4), np.float32), (4, 4))
+    with pytest.raises(PipelineError, match="output buffer"):
+        r.refine(np.zeros((4, 4), np.float32), (4, 4), out=np.empty((4, 5), np.float32))
