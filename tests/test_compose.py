@@ -1,0 +1,156 @@
+"""Compositing: blend arithmetic, every background mode, run-time switches, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app.compose import Compositor, blend_reference
+from app.config import BackgroundConfig
+from app.errors import ConfigError, PipelineError
+from app.pipeline.knobs import KnobValues
+
+H, W = 90, 160
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mask() -> np.ndarray:
+    """Soft person-like mask: a disc with a ramped edge, plus exact 0 and 1 regions."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    d = np.hypot(yy - H / 2, xx - W / 2)
+    return np.clip((40.0 - d) / 10.0, 0.0, 1.0).astype(np.float32)
+
+
+def test_blend_within_one_level_of_reference(frame: np.ndarray, mask: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="color", color=[10, 200, 30]))
+    rng = np.random.default_rng(1)
+    m = rng.random((H, W), dtype=np.float32)
+    out = c.compose(frame, m)
+    ref = blend_reference(frame, c.background(frame), m)
+    assert out.dtype == np.uint8 and out.shape == frame.shape
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert (out != ref).mean() < 0.01
+
+
+def test_color_mode_exact_where_mask_is_0_or_1(frame: np.ndarray, mask: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="color", color=[10, 200, 30]))
+    out = np.empty_like(frame)
+    assert c.compose(frame, mask, out=out) is out
+    np.testing.assert_array_equal(out[mask == 1.0], frame[mask == 1.0])
+    assert (out[mask == 0.0] == [10, 200, 30]).all()
+
+
+def test_none_mode_is_the_frame(frame: np.ndarray, mask: np.ndarray) -> None:
+    out = Compositor(BackgroundConfig(mode="none")).compose(frame, mask)
+    np.testing.assert_array_equal(out, frame)
+    assert out is not frame
+
+
+def test_blur_mode_blurs_only_the_background(frame: np.ndarray, mask: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="blur", blur=21))
+    bg = c.background(frame)
+    assert bg.shape == frame.shape
+
+    # a blurred random image has far less pixel-to-pixel variation than the original
+    def roughness(a):
+        return np.abs(np.diff(a.astype(np.int16), axis=1)).mean()
+
+    assert roughness(bg) < roughness(frame) / 4
+    out = c.compose(frame, mask)
+    np.testing.assert_array_equal(out[mask == 1.0], frame[mask == 1.0])
+    assert roughness(out[:, :20]) < roughness(frame[:, :20]) / 4
+    small = Compositor(BackgroundConfig(mode="blur", blur=3)).background(frame)
+    assert roughness(bg) < roughness(small) < roughness(frame)
+
+
+def _picture(tmp_path: Path, w: int, h: int) -> Path:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (255, 0, 0)
+    img[:, w // 2 :] = (0, 0, 255)
+    path = tmp_path / f"bg_{w}x{h}.png"
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_image_cover_and_fit(tmp_path: Path, frame: np.ndarray) -> None:
+    tall = _picture(tmp_path, 100, 200)  # portrait picture behind a landscape frame
+    cover = Compositor(BackgroundConfig(mode="image", image=str(tall), fit="cover"))
+    bg = cover.background(frame)
+    assert bg.shape == frame.shape
+    assert (bg[:, :70] == (255, 0, 0)).all() and (bg[:, 90:] == (0, 0, 255)).all()
+    assert cover.background(frame) is bg  # scaled once per frame size, cached
+    fit = Compositor(BackgroundConfig(mode="image", image=str(tall), fit="fit", color=[0, 255, 0]))
+    bg = fit.background(frame)
+    # 100x200 into 160x90: 45x90 in the middle, green bars left and right
+    assert (bg[:, :55] == (0, 255, 0)).all() and (bg[:, 105:] == (0, 255, 0)).all()
+    assert (bg[:, 60:75] == (255, 0, 0)).all() and (bg[:, 85:100] == (0, 0, 255)).all()
+    assert fit.background(np.zeros((20, 30, 3), np.uint8)).shape == (20, 30, 3)
+
+
+def test_video_background_loops(tmp_path: Path, frame: np.ndarray) -> None:
+    path = tmp_path / "bg.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened()
+    levels = [0, 120, 250]
+    for v in levels:
+        writer.write(np.full((48, 64, 3), v, np.uint8))
+    writer.release()
+    c = Compositor(BackgroundConfig(mode="video", video=str(path)))
+    seen = [int(round(c.background(frame).mean())) for _ in range(7)]
+    expect = [levels[i % 3] for i in range(7)]
+    assert np.abs(np.array(seen) - expect).max() <= 3, seen
+    c.close()
+
+
+@pytest.mark.parametrize(
+    "bg, match",
+    [
+        (dict(mode="image", image="/nonexistent/bg.png"), "cannot read /nonexistent/bg.png"),
+        (dict(mode="video", video="/nonexistent/bg.mp4"), "/nonexistent/bg.mp4 does not exist"),
+        (dict(mode="image"), "no image is given"),
+    ],
+)
+def test_missing_files_are_config_errors(bg: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Compositor(BackgroundConfig(**bg))
+
+
+def test_broken_video_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x13" * 500)
+    with pytest.raises(ConfigError, match="cannot decode"):
+        Compositor(BackgroundConfig(mode="video", video=str(bad)))
+
+
+def test_overlay_tints_person_and_draws_outline(frame: np.ndarray, mask: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="overlay", color=[0, 0, 255]))
+    out = c.compose(frame, mask)
+    np.testing.assert_array_equal(out[mask == 0.0][:100], frame[mask == 0.0][:100])
+    inside = mask == 1.0
+    assert out[inside][:, 2].astype(int).mean() > frame[inside][:, 2].astype(int).mean() + 40
+    edge = (mask > 0.4) & (mask < 0.6)
+    assert (out[edge] == (0, 0, 255)).all(axis=1).mean() > 0.5  # outline at the threshold
+
+
+def test_knobs_switch_background_at_run_time(frame: np.ndarray, mask: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="blur"))
+    items = tuple(sorted({"mode": "color", "color": (1, 2, 3)}.items()))
+    out = c.compose(frame, mask, KnobValues(background=items))
+    assert c.mode == "color" and (out[mask == 0.0] == (1, 2, 3)).all()
+    c.compose(frame, mask, KnobValues())  # empty knobs: keep the current settings
+    assert c.mode == "color"
+
+
+def test_mask_size_must_match(frame: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="color"))
+    with pytest.raises(PipelineError, match="frame size"):
+        c.compose(frame, np.zeros((10, 10), np.float32))
