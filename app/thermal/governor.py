@@ -163,6 +163,10 @@ class ThermalGovernor:
         log.info("thermal: reading %s every %gs", self.sensor_reason, self.tcfg.interval_s)
         self._reader = TimedReader(self.sensor)
         self._stop.clear()
+        # First reading now (bounded by read_timeout_s) so a device that is already hot
+        # is lightened from the first frames on, not one interval later.
+        if not self._safe_tick():
+            return
         self._thread = threading.Thread(target=self._loop, name="thermal", daemon=True)
         self._thread.start()
 
@@ -182,16 +186,21 @@ class ThermalGovernor:
                 log.debug("thermal: closing %s: %s", getattr(self.sensor, "name", "?"), exc)
 
     def _loop(self) -> None:
+        while not self._stop.wait(self.tcfg.interval_s):
+            if not self._safe_tick():
+                return
+
+    def _safe_tick(self) -> bool:
+        """One tick; a governor bug goes to the runner (False), sensor trouble does not."""
         try:
-            while True:
-                self.tick()
-                if self._stop.wait(self.tcfg.interval_s):
-                    return
-        except Exception as exc:  # noqa: BLE001 - a governor bug goes to the runner
+            self.tick()
+        except Exception as exc:  # noqa: BLE001 - reported to the runner, never swallowed
             log.error("thermal: governor failed: %s", exc)
             report = getattr(self._runner, "report_error", None)
             if report is not None:
                 report(exc, "thermal")
+            return False
+        return True
 
     # ----------------------------------------------------------------- one step
 
