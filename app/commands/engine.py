@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", metavar="DIR", help="default: inference.engine_dir")
     add_config_options(p)
 
-    p = sub.add_parser("plan", help=argparse.SUPPRESS)
+    p = sub.add_parser("plan")  # no help=: hidden from the listing
     p.add_argument("onnx")
     p.add_argument("--profile", required=True)
     p.add_argument("--precision", default="fp16")
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for which in ("min", "opt", "max"):
         p.add_argument(f"--{which}-shape", default="")
 
-    p = sub.add_parser("sidecar", help=argparse.SUPPRESS)
+    p = sub.add_parser("sidecar")
     p.add_argument("engine")
     p.add_argument("--onnx", required=True)
     p.add_argument("--profile", required=True)
@@ -330,6 +330,12 @@ def _sidecar(args: argparse.Namespace) -> int:
     engine = Path(args.engine)
     onnx = Path(args.onnx)
     profile = load_profile(args.profile)
+    device_name = args.device_name
+    if not device_name:
+        from app.gpu import probe
+
+        gpu, _why = probe()
+        device_name = gpu.name if gpu is not None else ""
     try:
         inputs, outputs = inspect_engine(engine)
         source = "engine"
@@ -342,7 +348,7 @@ def _sidecar(args: argparse.Namespace) -> int:
         model=profile.name,
         precision=args.precision,
         tensorrt_version=args.trt_version,
-        device_name=args.device_name,
+        device_name=device_name,
         sm=sm_string(args.sm),
         onnx_sha256=sha256_file(onnx),
         onnx_path=str(onnx),

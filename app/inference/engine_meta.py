@@ -293,7 +293,8 @@ def compare(meta: EngineMeta, facts: RuntimeFacts) -> List[Mismatch]:
             out.append(Mismatch("tensorrt", meta.tensorrt_version, facts.tensorrt_version))
     if facts.sm and sm_string(meta.sm) != sm_string(facts.sm):
         out.append(Mismatch("sm", meta.sm, sm_string(facts.sm)))
-    if facts.device_name and meta.device_name != facts.device_name:
+    # A sidecar written where the GPU could not be queried has no name: SM still counts.
+    if facts.device_name and meta.device_name and meta.device_name != facts.device_name:
         out.append(Mismatch("device", meta.device_name, facts.device_name))
     if facts.onnx_sha256 and meta.onnx_sha256 != facts.onnx_sha256:
         out.append(Mismatch("onnx", meta.onnx_sha256[:12], facts.onnx_sha256[:12]))
