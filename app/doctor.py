@@ -195,11 +195,17 @@ def check_cuda(ctx: DoctorContext) -> Check:
     if info is not None:
         if device == "cpu":
             return Check("cuda", OK, f"{reason}; pipeline: CPU (inference.device: cpu)")
+        data = info.as_dict() if hasattr(info, "as_dict") else {}
+        if _import("app.gpu.stages") is None:
+            return Check(
+                "cuda",
+                WARN,
+                f"{reason}; pipeline: CPU stages (GPU stages are not in this build)",
+                "update segcam for the fused GPU pre/post-processing",
+                data,
+            )
         return Check(
-            "cuda",
-            OK,
-            f"{reason}; pipeline: GPU stages (inference.device: {device})",
-            data=info.as_dict() if hasattr(info, "as_dict") else {},
+            "cuda", OK, f"{reason}; pipeline: GPU stages (inference.device: {device})", data=data
         )
     if device == "gpu":
         return Check(

@@ -270,3 +270,15 @@ def test_a_broken_check_is_a_warning_not_a_traceback() -> None:
     assert exit_code(results) == 1
     report = format_report(results)
     assert "-> fix it" in report and report.endswith("not fit to run")
+
+
+def test_cuda_required_but_absent_fails_here() -> None:
+    from app.doctor import check_cuda
+
+    cfg = load_config(None, ["inference.device=gpu"])
+    result = check_cuda(DoctorContext(cfg))
+    if result.status == OK:
+        pytest.skip("this machine has a usable CUDA GPU")
+    assert result.status == FAIL and "inference.device" in result.detail
+    auto = check_cuda(DoctorContext(load_config()))
+    assert auto.status == WARN and "pipeline: CPU" in auto.detail
