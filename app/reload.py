@@ -1,7 +1,7 @@
 """Config reload on SIGHUP: re-read, validate, diff, apply what can change live.
 
-``systemctl reload segcam`` sends SIGHUP. The signal handler only calls
-:meth:`ConfigReloader.request`; the reload itself runs on the reloader's own thread:
+``systemctl reload segcam`` sends SIGHUP. ``segcam run`` calls a
+:class:`ConfigReloader` for it on a thread of its own (never inside the signal handler):
 
 1. tell systemd ``RELOADING=1`` (with ``MONOTONIC_USEC``);
 2. load the config file again (plus the ``--set`` overrides given at start, which still
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -146,48 +147,47 @@ class ReloadResult:
 
 
 class ConfigReloader:
-    """Extension that reloads the config on request (SIGHUP) on its own thread.
+    """What SIGHUP does in ``segcam run``: ``reloader(runner)`` reloads the config.
 
-    ``path``/``overrides`` are what ``segcam run`` was started with; ``notifier`` is the
-    :class:`app.service.SystemdNotifier` (or None outside systemd).
+    ``path``/``overrides`` are what ``segcam run`` was started with (``--set`` and
+    ``--input``/``--output`` as overrides, so that they keep winning over the file). The
+    systemd notifier, if any, is found among the runner's extensions. Reloads are
+    serialised: a second SIGHUP during a reload waits for the first.
     """
-
-    name = "reload"
 
     def __init__(
         self,
         path: Optional[str],
         overrides: Sequence[str] = (),
-        notifier: Any = None,
         loader: Callable[..., Config] = load_config,
     ) -> None:
         self.path = path
         self.overrides = list(overrides)
-        self.notifier = notifier
         self._loader = loader
-        self._runner: Any = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
         self.reloads = 0
         self.failures = 0
         self.last: Optional[ReloadResult] = None
 
-    # -- Extension interface
-
-    def start(self, runner: Any) -> None:
-        """Start the reload thread for ``runner``."""
-        self._runner = runner
-        self._thread = threading.Thread(target=self._loop, name="reload", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the thread (a reload in progress finishes first, bounded)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+    def __call__(self, runner: Any) -> ReloadResult:
+        """Reload now for ``runner``; always ends with READY=1 to systemd."""
+        with self._lock:
+            notifier = _notifier(runner)
+            if notifier is not None:
+                notifier.reloading()
+            try:
+                result = self._reload(runner)
+            except Exception as exc:  # noqa: BLE001 - a failed reload must not end the service
+                log.exception("reload failed unexpectedly; keeping the running config")
+                result = ReloadResult(False, f"reload failed: {exc}")
+            self.last = result
+            if result.ok:
+                self.reloads += 1
+            else:
+                self.failures += 1
+            if notifier is not None:
+                notifier.reloaded("" if result.ok else result.message)
+            return result
 
     def status(self) -> Dict[str, Any]:
         """Reload counters and the last outcome."""
@@ -197,42 +197,7 @@ class ConfigReloader:
             "last_reload": self.last.message if self.last else "",
         }
 
-    # -- requests
-
-    def request(self, *_: Any) -> None:
-        """Ask for a reload; safe to call from a signal handler (it only sets an event)."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stop.is_set():
-                return
-            self._wake.clear()
-            try:
-                self.reload()
-            except Exception as exc:  # noqa: BLE001 - a failed reload must not end the service
-                log.exception("reload failed unexpectedly; keeping the current config")
-                self.failures += 1
-                self._ready(f"reload failed: {exc}")
-
-    # -- the reload itself
-
-    def reload(self) -> ReloadResult:
-        """Reload now (on the calling thread); always ends with READY=1 to systemd."""
-        if self.notifier is not None:
-            self.notifier.reloading()
-        result = self._reload()
-        self.last = result
-        if result.ok:
-            self.reloads += 1
-        else:
-            self.failures += 1
-        self._ready(result.message if not result.ok else "")
-        return result
-
-    def _reload(self) -> ReloadResult:
-        runner = self._runner
+    def _reload(self, runner: Any) -> ReloadResult:
         if not self.path:
             msg = "reload: segcam was started without --config; nothing to re-read"
             log.warning(msg)
@@ -251,7 +216,6 @@ class ConfigReloader:
             log.info(msg)
             return ReloadResult(True, msg)
         extensions = [e for e in _extensions(runner) if callable(getattr(e, "reconfigure", None))]
-        extensions = [e for e in extensions if e is not self]
         plan = plan_reload(changes, new, bool(_thermal_extensions(extensions)))
         applied: List[str] = []
         effective = effective_config(old, new, plan.restart_keys)
@@ -286,9 +250,32 @@ class ConfigReloader:
         log.info("%s", msg)
         return ReloadResult(True, msg, applied, list(plan.restart_keys))
 
-    def _ready(self, message: str) -> None:
-        if self.notifier is not None:
-            self.notifier.reloaded(message)
+
+def overrides_from_args(args: Any) -> List[str]:
+    """The command line's config changes as ``--set`` overrides, re-applied on reload.
+
+    ``--set`` items as given, plus ``--input``/``--output`` as ``input.uri``/
+    ``output.uris`` (JSON is valid YAML, so any URI survives quoting).
+    """
+    out = list(getattr(args, "overrides", None) or [])
+    if getattr(args, "input", None):
+        out.append("input.uri=" + json.dumps(str(args.input)))
+    if getattr(args, "output", None):
+        out.append("output.uris=" + json.dumps([str(o) for o in args.output]))
+    return out
+
+
+def build_hup_handler(cfg: Config, args: Any = None) -> ConfigReloader:
+    """The SIGHUP handler of ``segcam run`` for a config loaded from ``cfg.source_path``."""
+    overrides = overrides_from_args(args) if args is not None else []
+    return ConfigReloader(cfg.source_path or None, overrides)
+
+
+def _notifier(runner: Any) -> Any:
+    for ext in _extensions(runner):
+        if callable(getattr(ext, "reloading", None)) and callable(getattr(ext, "reloaded", None)):
+            return ext
+    return None
 
 
 def _extensions(runner: Any) -> List[Any]:
