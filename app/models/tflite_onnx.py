@@ -39,8 +39,10 @@ NCHW_TO_NHWC = (0, 2, 3, 1)
 _PAD_SAME, _PAD_VALID = 0, 1
 # TfLitePadding (C API enum) used inside MediaPipe's custom options
 _C_PAD_SAME, _C_PAD_VALID = 1, 2
-_ACTIVATIONS = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH"}
-_ACTIVATION_NAMES = {5: "SIGN_BIT"}
+# Fused activations TFLite's kernels apply (as a clamp). TANH/SIGN_BIT exist in the schema
+# but the float kernels ignore them, so a file using them is refused rather than guessed.
+_ACTIVATIONS = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
+_ACTIVATION_NAMES = {4: "TANH", 5: "SIGN_BIT"}
 
 
 def _onnx():
