@@ -396,13 +396,26 @@ def _full_pool(h: int, w: int) -> Options:
     return BOpt.Pool2DOptions, fn
 
 
-def test_mean_without_keep_dims_gives_plain_output() -> None:
+@pytest.mark.parametrize("axes,out_shape", [([1, 2], [1, 3]), ([3], [1, 5, 6]), ([-1], [1, 5, 6])])
+def test_mean_without_keep_dims_gives_plain_output(axes: List[int], out_shape: List[int]) -> None:
     m = TinyModel()
     x = m.act("x", [1, 5, 6, 3])
-    axes = m.const("axes", np.array([1, 2], np.int32))
-    y = m.act("y", [1, 3])
-    m.op(BO.MEAN, [x, axes], [y], mean_opts(False))
+    ax = m.const("axes", np.array(axes, np.int32))
+    y = m.act("y", out_shape)
+    m.op(BO.MEAN, [x, ax], [y], mean_opts(False))
     assert_matches_litert(m.build([x], [y]), rand(1, 5, 6, 3))
+
+
+def test_mean_whose_result_order_differs_is_refused() -> None:
+    """MEAN over H alone without keep_dims leaves (N, W, C): not expressible without a
+    transpose, so the converter says so instead of producing a wrong layout."""
+    m = TinyModel()
+    x = m.act("x", [1, 5, 6, 3])
+    ax = m.const("axes", np.array([1], np.int32))
+    y = m.act("y", [1, 6, 3])
+    m.op(BO.MEAN, [x, ax], [y], mean_opts(False))
+    with pytest.raises(ModelError, match="MEAN"):
+        convert_tflite(m.build([x], [y]), "tiny.tflite")
 
 
 @pytest.mark.parametrize(

@@ -382,9 +382,10 @@ def _mean(e: _Emitter, op: TfOperator) -> None:
             e.bind(op, out, True)
             return
         if not keep:
-            kept_nhwc = [a for a in range(4) if a not in axes]
-            kept_nchw = [NHWC_TO_NCHW[i] for i in range(4) if NHWC_TO_NCHW[i] not in onnx_axes]
-            if [NHWC_TO_NCHW.index(a) for a in kept_nhwc] != kept_nchw:
+            # Dropping axes leaves the kept ones in NCHW order; TFLite leaves them in NHWC
+            # order. Only when both orders agree is the (now plain) result the same tensor.
+            kept_as_nhwc = [NHWC_TO_NCHW[p] for p in range(4) if p not in onnx_axes]
+            if kept_as_nhwc != sorted(kept_as_nhwc):
                 raise ModelError(f"MEAN (operator {op.index}) over axes {axes} is not supported")
         e.node("ReduceMean", [e.value(op, 0)], out, axes=onnx_axes, keepdims=int(keep))
         e.bind(op, out, keep)
@@ -596,6 +597,9 @@ def _check_shapes(e: _Emitter, model: onnx.ModelProto) -> None:
     for vi in list(graph.value_info) + list(graph.output):
         dims = vi.type.tensor_type.shape.dim
         inferred[vi.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+    for name, dims in inferred.items():
+        if -1 in dims:
+            raise ModelError(f"converter self-check failed: '{name}' has a dynamic shape {dims}")
     for index, name in e.values.items():
         if name not in inferred:
             continue
