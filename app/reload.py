@@ -52,6 +52,7 @@ EXTENSION_PREFIXES: Tuple[str, ...] = (
     "thermal.actions.",
     "thermal.pause_mode",
     "thermal.interval_s",
+    "thermal.sensors",
 )
 
 

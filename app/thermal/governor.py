@@ -262,6 +262,27 @@ class ThermalGovernor:
             self._transition(new, name, temp, sample)
         return self.state
 
+    # ----------------------------------------------------------------- reload
+
+    def reconfigure(self, cfg: Config) -> None:
+        """A SIGHUP reload (app.reload): new thresholds, hysteresis, actions, interval and
+        zone names apply from the next reading; the user's stride becomes the reloaded
+        ``refine.infer_every`` and the current state's action is applied on top of it.
+        """
+        with self._lock:
+            self.cfg = cfg
+            self.tcfg = cfg.thermal
+            state = self.state
+        if self._knobs is None:
+            return
+        if state == "normal":
+            self._remember_base()
+            return
+        self._base["infer_every"] = cfg.refine.infer_every
+        action: ThermalAction = getattr(self.tcfg.actions, state)
+        light = self.cfg.model.light_profile
+        self._knobs.update(**knob_changes(action, self._base, self.tcfg, light))
+
     # ----------------------------------------------------------------- actions
 
     def _remember_base(self) -> None:
