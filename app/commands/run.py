@@ -48,6 +48,10 @@ def build_extensions(cfg: Any) -> List[Any]:
       * SERVICE helper: the sd_notify notifier (app.service) when run under systemd.
     """
     extensions: List[Any] = []
+    if cfg.thermal.enabled:
+        from app.thermal import ThermalGovernor
+
+        extensions.append(ThermalGovernor(cfg))
     return extensions
 
 
