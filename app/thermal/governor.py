@@ -149,18 +149,18 @@ class ThermalGovernor:
         self._remember_base()
         if not self.tcfg.enabled:
             self.sensor_reason = "thermal.enabled is false"
-            log.info("thermal: governor disabled (thermal.enabled: false)")
+            log.info("governor disabled (thermal.enabled: false)")
             return
         if self.sensor is None:
             self.sensor, self.sensor_reason = open_sensor(self.tcfg, self._jtop_factory)
         if self.sensor is None:
             # One clear message; the governor then stays in normal for the whole run.
             log.warning(
-                "thermal: no temperature sensors (%s); the governor stays 'normal'",
+                "no temperature sensors (%s); the governor stays 'normal'",
                 self.sensor_reason,
             )
             return
-        log.info("thermal: reading %s every %gs", self.sensor_reason, self.tcfg.interval_s)
+        log.info("sampling every %gs from %s", self.tcfg.interval_s, self.sensor_reason)
         self._reader = TimedReader(self.sensor)
         self._stop.clear()
         # First reading now (bounded by read_timeout_s) so a device that is already hot
@@ -183,7 +183,7 @@ class ThermalGovernor:
             try:
                 self.sensor.close()
             except Exception as exc:  # noqa: BLE001 - closing must not fail the shutdown
-                log.debug("thermal: closing %s: %s", getattr(self.sensor, "name", "?"), exc)
+                log.debug("closing %s: %s", getattr(self.sensor, "name", "?"), exc)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tcfg.interval_s):
@@ -195,7 +195,7 @@ class ThermalGovernor:
         try:
             self.tick()
         except Exception as exc:  # noqa: BLE001 - reported to the runner, never swallowed
-            log.error("thermal: governor failed: %s", exc)
+            log.error("governor failed: %s", exc)
             report = getattr(self._runner, "report_error", None)
             if report is not None:
                 report(exc, "thermal")
@@ -226,7 +226,7 @@ class ThermalGovernor:
             self._note_error(f"{getattr(self.sensor, 'name', 'sensor')}: {exc}")
             return self.state
         if self.error is not None:
-            log.info("thermal: sensor readings are back (%s)", self.sensor_reason)
+            log.info("sensor readings are back (%s)", self.sensor_reason)
             self.error = None
         return self.observe(sample)
 
@@ -240,7 +240,7 @@ class ThermalGovernor:
             # x86_pkg_temp...): watch everything rather than nothing, and say so once.
             if not self._fallback_noted:
                 log.warning(
-                    "thermal: no sensor matches thermal.sensors %s; watching all of: %s",
+                    "no sensor matches thermal.sensors %s; watching all of: %s",
                     self.tcfg.sensors,
                     ", ".join(sorted(sample.temps)),
                 )
@@ -319,7 +319,7 @@ class ThermalGovernor:
         word = "above" if level(new) > level(old) else "below"
         logf = log.warning if level(new) > level(old) else log.info
         logf(
-            "thermal: %s -> %s: %s %.1fC %s %.1fC (all: %s); now %s",
+            "%s -> %s: %s %.1fC %s %.1fC (all: %s); now %s",
             old,
             new,
             sensor,
@@ -332,35 +332,35 @@ class ThermalGovernor:
         if self._knobs is not None:
             self._knobs.update(**knob_changes(action, self._base, self.tcfg, light))
         if action.light_profile and not light and level(new) > level(old):
-            log.info("thermal: %s asks for a light profile but model.light_profile is empty", new)
+            log.info("%s asks for a light profile but model.light_profile is empty", new)
         if action.nvpmodel >= 0:
             self._request_nvpmodel(action.nvpmodel)
 
     def _request_nvpmodel(self, mode: int) -> None:
         if not self.tcfg.allow_nvpmodel:
             self.nvpmodel_result = f"nvpmodel {mode} not requested: thermal.allow_nvpmodel is false"
-            log.info("thermal: %s", self.nvpmodel_result)
+            log.info("%s", self.nvpmodel_result)
             return
         try:
             self.nvpmodel_result = request_nvpmodel(mode, runner=self._nvpmodel_runner)
-            log.warning("thermal: %s", self.nvpmodel_result)
+            log.warning("%s", self.nvpmodel_result)
         except ThermalError as exc:
             self.nvpmodel_result = str(exc)
-            log.error("thermal: %s", exc)
+            log.error("%s", exc)
 
     # ----------------------------------------------------------------- reporting
 
     def _note_error(self, message: str) -> None:
         # Log a problem when it first appears (not every second), keep it in status.
         if message != self.error:
-            log.warning("thermal: %s", message)
+            log.warning("%s", message)
         self.error = message
 
     def _note_skip(self, name: str, why: str) -> None:
         key = f"{name}: {why}"
         if key not in self._skips_logged:
             self._skips_logged.add(key)
-            log.warning("thermal: skipping sensor %s", key)
+            log.warning("skipping sensor %s", key)
 
     def status(self) -> Dict[str, Any]:
         """State, the reading behind it, the last transition and any sensor problem."""
