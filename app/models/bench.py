@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 import numpy as np
 
 DEFAULT_MODELS = ("mediapipe-selfie", "mediapipe-selfie-landscape")
+MIN_RUNS = 200  # medians of fewer runs are too noisy on a shared machine
 
 
 def _stats(samples_s: List[float]) -> Dict[str, float]:
@@ -117,25 +118,36 @@ def _time_interleaved(
 
 
 def run_model_bench(
-    models: Optional[Sequence[str]] = None,
+    models: Any = None,
     threads: Sequence[int] = (1, 2),
-    runs: int = 200,
+    runs: int = MIN_RUNS,
     cache_dir: Optional[Path] = None,
     warmup: int = 20,
     out: Optional[TextIO] = None,
+    *,
+    frames: Optional[int] = None,
+    as_json: bool = False,
 ) -> Dict[str, Any]:
     """Median latency of ORT CPU vs LiteRT for each model and thread count.
 
-    Models come from the registry (fetched/converted into ``cache_dir`` if needed).
-    Prints a table to ``out`` (default stdout; pass ``io.StringIO()`` to silence) and
-    returns a dict: ``machine`` (cpu, cores, load before/after, versions) and ``results``
-    (model, threads, ort_ms/litert_ms stats, ratio = ORT p50 / LiteRT p50).
+    ``models``: model names (default: both MediaPipe models), or a segcam ``Config`` (as
+    ``segcam bench --model-only`` passes it: its model cache is used). ``frames`` is the
+    bench command's run count, raised to at least 200. Models come from the registry
+    (fetched/converted into the cache if needed). Prints a table to ``out`` (default
+    stdout; nothing when ``as_json``) and returns a dict: ``machine`` (cpu, cores, load
+    before/after, versions) and ``results`` (model, threads, ort_ms/litert_ms stats,
+    ratio = ORT p50 / LiteRT p50).
     """
     import onnxruntime as ort
 
-    from app.config import default_cache_dir
+    from app.config import default_cache_dir, model_cache_dir
     from app.models.registry import ensure_model, tflite_file
 
+    if models is not None and hasattr(models, "model"):  # a Config
+        cache_dir = cache_dir if cache_dir is not None else model_cache_dir(models)
+        models = None
+    if frames is not None:
+        runs = max(int(frames), MIN_RUNS)
     stream = out if out is not None else sys.stdout
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     names = list(models or DEFAULT_MODELS)
@@ -176,7 +188,8 @@ def run_model_bench(
                 row["ratio"] = row["ort_ms"]["p50"] / row["litert_ms"]["p50"]
             report["results"].append(row)
     report["machine"]["load_after"] = _load()
-    print(format_table(report), file=stream)
+    if not as_json:
+        print(format_table(report), file=stream)
     return report
 
 
