@@ -52,7 +52,7 @@ import numpy as np
 
 from app.errors import PipelineError
 
-FULL_RES_FEATHER_MAX = 4  # feather radius (px) above which the blur runs at reduced size
+FULL_RES_FEATHER_MAX = 6  # feather radius (px) above which the blur runs at reduced size
 _EPS = np.float32(1e-6)
 _INV_LN2 = np.float32(1.0 / math.log(2.0))
 
