@@ -143,6 +143,8 @@ def version_tuple(text: str) -> Tuple[int, ...]:
         if not digits:
             break
         out.append(int(digits.group(0)))
+        if digits.group(0) != part:  # '2-1+cuda11' ends the version (Debian revision)
+            break
     return tuple(out)
 
 

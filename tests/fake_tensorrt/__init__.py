@@ -132,6 +132,7 @@ def module(version: str = "10.3.0") -> types.ModuleType:
     m.__version__ = version
     m.__file__ = __file__
     m.IS_FAKE = True
+    m.RECORD = {"networks": [], "configs": []}
 
     dt_names = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"]
     if v10:
@@ -418,10 +419,14 @@ def module(version: str = "10.3.0") -> types.ModuleType:
             self.logger = logger
 
         def create_network(self, flags: int = 0) -> INetworkDefinition:
-            return INetworkDefinition(flags)
+            net = INetworkDefinition(flags)
+            m.RECORD["networks"].append(net)  # test instrumentation, not in the binding
+            return net
 
         def create_builder_config(self) -> IBuilderConfig:
-            return IBuilderConfig()
+            config = IBuilderConfig()
+            m.RECORD["configs"].append(config)
+            return config
 
         def create_optimization_profile(self) -> IOptimizationProfile:
             return IOptimizationProfile()
