@@ -34,7 +34,9 @@ checks this). The GPU kernel must match the reference within one level.
 
 A ``knobs.background`` value (the ``composite.background`` mapping as sorted items, set
 by a config reload) replaces the settings at run time; the new background is loaded on
-the next frame.
+the next frame. If it cannot be loaded (missing picture, undecodable video) the old one
+stays, the error is logged and kept in ``Compositor.last_error``: a reload never stops a
+running pipeline. :func:`check_background` lets a reloader refuse such a config first.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Compositor:
     def __init__(self, background_cfg: BackgroundConfig) -> None:
         self._video: Optional[_VideoBackground] = None
         self._items: Tuple[Tuple[str, Any], ...] = ()
+        self.last_error = ""  # why the last run-time background change was refused
         self._apply(background_cfg)
 
     # ------------------------------------------------------------------ settings
@@ -193,10 +196,21 @@ class Compositor:
         try:
             new = BackgroundConfig(**values)
         except TypeError as exc:
-            raise ConfigError(f"composite.background: {exc}") from None
-        if new != self.cfg:
-            log.info("background: %s -> %s", self.cfg.mode, new.mode)
+            self.last_error = f"composite.background: {exc}"
+            log.error("background change ignored: %s", self.last_error)
+            return
+        if new == self.cfg:
+            return
+        try:
             self._apply(new)
+        except ConfigError as exc:
+            # A live reload must not take the pipeline down: keep showing the old
+            # background and say why the new one was refused.
+            self.last_error = str(exc)
+            log.error("background change to %r ignored: %s", new.mode, exc)
+            return
+        self.last_error = ""
+        log.info("background: now %s", new.mode)
 
     @property
     def mode(self) -> str:
@@ -308,6 +322,14 @@ class Compositor:
             self._video = None
 
 
+def check_background(background_cfg: BackgroundConfig) -> None:
+    """Raise :class:`ConfigError` if the background's image/video cannot be loaded.
+
+    For reload and doctor: validates a new background before it is applied.
+    """
+    Compositor(background_cfg).close()
+
+
 def blend_reference(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The reference blend ``floor(fg*m + bg*(1-m) + 0.5)`` in float32 (slow; for tests)."""
     m = mask.astype(np.float32)[:, :, None]
@@ -315,4 +337,4 @@ def blend_reference(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndar
     return np.floor(v + np.float32(0.5)).clip(0, 255).astype(np.uint8)
 
 
-__all__ = ["Compositor", "blend_reference"]
+__all__ = ["Compositor", "blend_reference", "check_background"]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.compose import Compositor, blend_reference
+from app.compose import Compositor, blend_reference, check_background
 from app.config import BackgroundConfig
 from app.errors import ConfigError, PipelineError
 from app.pipeline.knobs import KnobValues
@@ -154,3 +154,14 @@ def test_mask_size_must_match(frame: np.ndarray) -> None:
     c = Compositor(BackgroundConfig(mode="color"))
     with pytest.raises(PipelineError, match="frame size"):
         c.compose(frame, np.zeros((10, 10), np.float32))
+
+
+def test_bad_background_at_run_time_keeps_the_old_one(frame: np.ndarray, mask: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="color", color=[1, 2, 3]))
+    items = tuple(sorted({"mode": "image", "image": "/nonexistent/x.png"}.items()))
+    out = c.compose(frame, mask, KnobValues(background=items))
+    assert c.mode == "color" and (out[mask == 0.0] == (1, 2, 3)).all()
+    assert "cannot read /nonexistent/x.png" in c.last_error
+    with pytest.raises(ConfigError, match="cannot read"):
+        check_background(BackgroundConfig(mode="image", image="/nonexistent/x.png"))
+    check_background(BackgroundConfig(mode="blur"))
