@@ -132,7 +132,8 @@ def fetch_members(
     """Put each verified ``(member, sha256, out)`` of ``requirement``'s wheel at ``out``.
 
     ``wheel`` names an already downloaded wheel (offline); otherwise pip downloads one into
-    a temporary directory that is removed afterwards. One download serves every member.
+    a temporary directory that is removed afterwards. One download serves every member:
+    the first is required, the others (siblings cached for later) are skipped on failure.
     """
     say = progress or (lambda _msg: None)
     if wheel is not None:
@@ -148,7 +149,14 @@ def fetch_members(
 
 
 def _extract_all(wheel: Path, members: Sequence[Tuple[str, str, Path]], say: Progress) -> None:
-    for member, sha256, out in members:
-        data = extract_member(wheel, member, sha256)
+    """Extract every member; the first is required, the rest are taken while we are here."""
+    for i, (member, sha256, out) in enumerate(members):
+        try:
+            data = extract_member(wheel, member, sha256)
+        except FetchError as exc:
+            if i == 0:
+                raise
+            say(f"skipped {member.rsplit('/', 1)[-1]}: {exc.message}")
+            continue
         atomic_write(out, data)
         say(f"extracted {member.rsplit('/', 1)[-1]}: sha256 {sha256[:16]}... verified")

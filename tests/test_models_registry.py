@@ -1,0 +1,117 @@
+"""Registry, sidecar and cache behaviour of app.models (real files, real processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from app.errors import ModelError
+from app.models import registry
+from app.models.sidecar import read_sidecar, sha256_file, sidecar_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_registry_pins_the_mediapipe_files() -> None:
+    selfie = registry.get_spec("mediapipe-selfie")
+    landscape = registry.get_spec("mediapipe-selfie-landscape")
+    assert selfie.requirement == landscape.requirement == "mediapipe==0.10.14"
+    assert selfie.member == "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite"
+    assert landscape.member.endswith("/selfie_segmentation_landscape.tflite")
+    assert selfie.sha256.startswith("9ee168ec") and landscape.sha256.startswith("a77d03f4")
+    assert selfie.input_shape == (1, 256, 256, 3) and landscape.input_shape == (1, 144, 256, 3)
+    assert registry.spec_for_sha256(selfie.sha256) is selfie
+    assert registry.spec_for_sha256("0" * 64) is None
+
+
+@pytest.mark.parametrize(
+    "typo,suggestion",
+    [("mediapipe_selfie", "mediapipe-selfie"), ("selfie-landscape", "mediapipe-selfie-landscape")],
+)
+def test_unknown_names_get_a_close_match(typo: str, suggestion: str) -> None:
+    with pytest.raises(ModelError) as info:
+        registry.get_spec(typo)
+    assert f"did you mean '{suggestion}'" in info.value.hint
+
+
+def test_sidecar_records_provenance(selfie_onnx: Path) -> None:
+    side = read_sidecar(selfie_onnx)
+    assert side is not None and sidecar_path(selfie_onnx).name == "mediapipe-selfie.onnx.json"
+    assert side["onnx_sha256"] == sha256_file(selfie_onnx)
+    assert side["tflite_sha256"] == registry.get_spec("mediapipe-selfie").sha256
+    assert side["source"]["member"].endswith("selfie_segmentation.tflite")
+    assert {"converter_version", "onnx_opset", "created", "inputs", "outputs"} <= set(side)
+    assert side["inputs"] == [{"name": "input_1", "shape": [1, 256, 256, 3], "dtype": "float32"}]
+
+
+def test_broken_sidecar_makes_the_cache_entry_broken(tmp_path: Path, selfie_onnx: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mediapipe-selfie.onnx").write_bytes(selfie_onnx.read_bytes())
+    assert registry.cache_state("mediapipe-selfie", cache) == "has no sidecar"
+    sidecar_path(cache / "mediapipe-selfie.onnx").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        registry.model_path("mediapipe-selfie", cache)
+
+
+def test_stale_converter_version_is_still_usable_and_refreshed(
+    tmp_path: Path, model_cache: Path, selfie_onnx: Path
+) -> None:
+    """A model made by an older converter is valid for model_path; ensure_model redoes it
+    from the cached .tflite (no download)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("mediapipe-selfie.onnx", "mediapipe-selfie.onnx.json", "mediapipe-selfie.tflite"):
+        (cache / name).write_bytes((model_cache / name).read_bytes())
+    side = json.loads((cache / "mediapipe-selfie.onnx.json").read_text())
+    side["converter_version"] = "0.0-old"
+    (cache / "mediapipe-selfie.onnx.json").write_text(json.dumps(side))
+    assert registry.cache_state("mediapipe-selfie", cache) == "stale"
+    assert registry.model_path("mediapipe-selfie", cache) == cache / "mediapipe-selfie.onnx"
+    messages: List[str] = []
+    registry.ensure_model("mediapipe-selfie", cache, messages.append)
+    assert registry.cache_state("mediapipe-selfie", cache) == "ok"
+    assert any("using cached mediapipe-selfie.tflite" in m for m in messages)
+    assert not any("download" in m for m in messages)
+
+
+def test_concurrent_fetches_into_one_cache(
+    tmp_path: Path, model_cache: Path, selfie_onnx: Path
+) -> None:
+    """Two processes fetching the same model at once both succeed with one valid result."""
+    spec = registry.get_spec("mediapipe-selfie")
+    wheel = tmp_path / "mp.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(spec.member, registry.tflite_file(spec.name, model_cache).read_bytes())
+    cache = tmp_path / "cache"
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "model",
+        "fetch",
+        "--wheel",
+        str(wheel),
+        "--cache-dir",
+        str(cache),
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results: Dict[int, str] = {}
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results[i] = out.strip().splitlines()[-1]
+    assert results[0] == results[1] == str(cache / "mediapipe-selfie.onnx")
+    assert registry.cache_state("mediapipe-selfie", cache) == "ok"
+    assert not list(cache.glob(".*.tmp"))
