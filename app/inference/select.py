@@ -7,10 +7,9 @@ that the CLI prints and the metrics carry, e.g. ``onnxruntime:CPUExecutionProvid
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from app.errors import BackendError
 from app.inference.backend import Backend
@@ -29,13 +28,30 @@ log = logging.getLogger(__name__)
 def _try_tensorrt(
     cfg: Any, profile: ModelProfile, onnx_path: Optional[Path]
 ) -> Tuple[Optional[Backend], str]:
-    """TensorRT branch of :func:`select_backend` (placeholder until tensorrt.py lands)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None, "not installed"
-    return None, "TensorRT backend not available in this build"
+    """TensorRT branch of :func:`select_backend`: engine checks, fallback warning, build."""
+    from app.inference.tensorrt import select_tensorrt
+
+    return select_tensorrt(cfg, profile, onnx_path)
 
 
 # ----------------------------------------------------------------- selection
+
+
+def ort_provider_options(cfg: Any) -> Dict[str, Dict[str, Any]]:
+    """Options for ORT's GPU providers (used only when the build has them).
+
+    TensorRT EP: FP16 as ``engine_precision`` says, and its engines cached under
+    ``<engine_dir>/ort-trt-cache`` so only the first start pays the build.
+    """
+    inf = cfg.inference
+    cache = Path(inf.engine_dir).expanduser() / "ort-trt-cache"
+    return {
+        "TensorrtExecutionProvider": {
+            "trt_fp16_enable": inf.engine_precision == "fp16",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+        }
+    }
 
 
 def select_backend(
@@ -68,7 +84,13 @@ def select_backend(
             f"no ONNX model for profile {profile.name!r} to run with onnxruntime",
             f"run `segcam model fetch {profile.name}` or set model.path",
         )
-    ort = OnnxRuntimeBackend(profile, path, providers=inf.providers, threads=inf.threads)
+    ort = OnnxRuntimeBackend(
+        profile,
+        path,
+        providers=inf.providers,
+        threads=inf.threads,
+        provider_options=ort_provider_options(cfg),
+    )
     short = ort.provider.replace("ExecutionProvider", "")
     return ort, f"{short} (tensorrt: {why_not_trt})"
 

@@ -580,7 +580,9 @@ def select_tensorrt(
 
     def refuse(message: str, hint: str, quiet: bool = False) -> Tuple[None, str]:
         if required:
-            raise EngineError(message + " (inference.require_tensorrt is set)", hint)
+            raise EngineError(
+                f"TensorRT unavailable: {message} (inference.require_tensorrt is set)", hint
+            )
         if quiet:
             return None, message
         # backend: auto warns here; backend: tensorrt is warned about by select_backend,
@@ -593,12 +595,12 @@ def select_tensorrt(
         trt = import_tensorrt()
     except BackendError as exc:
         # Normal on a PC: only a warning when TensorRT was asked for by name.
-        return refuse("tensorrt not installed", exc.hint, quiet=inf.backend == "auto")
+        return refuse("not installed", exc.hint, quiet=inf.backend == "auto")
     if gpu_probe is None:
         from app.gpu import probe as gpu_probe  # noqa: PLC0415 - optional GPU stack
     gpu, gpu_reason = gpu_probe()
     if gpu is None:
-        return refuse(f"no GPU ({gpu_reason})", "TensorRT needs an NVIDIA GPU", quiet=True)
+        return refuse(f"GPU unavailable ({gpu_reason})", "TensorRT needs the GPU path", quiet=True)
     version = tensorrt_version(trt)
     sm = sm_string(gpu.sm)
     path = expected_engine_path(cfg, profile, version, sm)
