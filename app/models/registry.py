@@ -70,10 +70,14 @@ def get_spec(name: str) -> ModelSpec:
     if name in MODELS:
         return MODELS[name]
     close = difflib.get_close_matches(name, list(MODELS), n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'?" if close else ""
     known = ", ".join(MODELS)
-    hint = f"{hint} known models: {known}".strip()
-    raise ModelError(f"unknown model '{name}'", hint)
+    if close:
+        raise ModelError(f"unknown model '{name}'", f"did you mean '{close[0]}'? known: {known}")
+    raise ModelError(
+        f"unknown model '{name}': segcam can fetch only {known}",
+        "for a model you bring yourself (BiRefNet, MODNet, ...), export it to ONNX and set "
+        "model.path (its profile in configs/models/ says how to feed it)",
+    )
 
 
 def spec_for_sha256(sha256: str) -> Optional[ModelSpec]:
