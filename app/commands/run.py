@@ -52,15 +52,22 @@ def build_extensions(cfg: Any) -> List[Any]:
         from app.thermal import ThermalGovernor
 
         extensions.append(ThermalGovernor(cfg))
+    from app.service import build_notifier
+
+    notifier = build_notifier(cfg)  # None outside systemd (no NOTIFY_SOCKET)
+    if notifier is not None:
+        extensions.append(notifier)
     return extensions
 
 
-def build_hup_handler(cfg: Any) -> Optional[HupHandler]:
-    """What SIGHUP does: ``handler(runner)`` (SERVICE helper: reload the config).
+def build_hup_handler(cfg: Any, args: Optional[argparse.Namespace] = None) -> Optional[HupHandler]:
+    """What SIGHUP does: ``handler(runner)`` re-reads the config (app.reload).
 
-    Returns None when nothing handles SIGHUP (then it is ignored, with a log line).
+    ``args`` carries the command line's --set/--input/--output, re-applied on reload.
     """
-    return None
+    from app.reload import build_hup_handler as reload_handler
+
+    return reload_handler(cfg, args)
 
 
 # ------------------------------------------------------------------------ signals
@@ -211,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames,
         stats_json=args.stats_json,
         extensions=build_extensions(cfg),
-        on_hup=build_hup_handler(cfg),
+        on_hup=build_hup_handler(cfg, args),
     )
     sys.stdout.flush()
     return 0
