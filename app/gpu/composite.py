@@ -1,0 +1,484 @@
+"""GPU mask refinement and compositing (``kernels/composite.cu``), matching the CPU path.
+
+:class:`GpuCompositor` keeps the temporal-smoothing state on the GPU and produces, per
+frame, the composed BGR frame and the float32 mask at frame size, on one stream:
+
+1. ``smooth_state``: model output (host-uploaded probability, or a device output of a
+   one-channel model) -> probability -> uncertainty-weighted smoothing (app/refine.py 1).
+2. For ``blur`` backgrounds: ``area_down_u8`` + ``gauss_rows_u8`` + ``gauss_cols_u8`` at
+   the reduced size app/compose.py uses, in OpenCV's own integer arithmetic.
+3. ``composite_fused``: float bilinear upsample + threshold + feather (r <= 6, shared
+   memory) + clip + blend ``floor(fg*m + bg*(1-m) + 0.5)``; the blurred background is
+   enlarged inside the same kernel with OpenCV's uint8 bilinear.
+
+All sample tables are computed here with OpenCV's formulas (see preprocess.py), so the
+kernels repeat OpenCV's arithmetic instead of approximating it. Settings the kernels do
+not cover are refined on the CPU and only blended here (feather > 6: reduced-size
+feather; ``min_blob_area`` > 0: connected components), and the ``overlay`` visualisation
+is drawn on the CPU; :attr:`GpuCompositor.fallbacks` counts such frames.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from app.gpu.memory import DeviceBuffer, PinnedBuffer, Stream
+from app.gpu.nvrtc import Module
+from app.gpu.preprocess import resize_tables
+
+log = logging.getLogger("segcam.gpu")
+
+TILE = (32, 8, 1)
+RMAX = 6  # feather radius handled in the fused kernel (app.refine.FULL_RES_FEATHER_MAX)
+BG_COLOR, BG_IMAGE, BG_SMALL, BG_NONE = 0, 1, 2, 3
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def float_linear_coeffs(
+    src: int, dst: int, clamp: bool
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """cv2.resize INTER_LINEAR coefficients for float images: (i0, i1, w0, w1), float32.
+
+    As for uint8 (see :func:`app.gpu.preprocess.linear_coeffs`) but the weights stay
+    float: ``w0 = 1 - fx``, ``w1 = fx``. The position is kept in double precision as
+    OpenCV 5 does (OpenCV 4 rounds it to float first: up to ~1e-5 apart on a mask).
+    """
+    scale = src / dst
+    d = np.arange(dst, dtype=np.float64)
+    f = (d + 0.5) * scale - 0.5
+    s = np.floor(f).astype(np.int64)
+    f = f - s
+    if clamp:
+        low = s < 0
+        f[low] = 0.0
+        s[low] = 0
+        high = s >= src - 1
+        f[high] = 0.0
+        s[high] = src - 1
+    w0 = (1.0 - f).astype(np.float32)
+    return np.clip(s, 0, src - 1), np.clip(s + 1, 0, src - 1), w0, f.astype(np.float32)
+
+
+def mask_tables(lw: int, lh: int, w: int, h: int) -> np.ndarray:
+    """int32 [w + h, 4] rows (i0, i1, w0 bits, w1 bits) for the float mask upsample."""
+    rows = []
+    for src, dst, clamp in ((lw, w, True), (lh, h, False)):
+        i0, i1, w0, w1 = float_linear_coeffs(src, dst, clamp)
+        tab = np.empty((dst, 4), dtype=np.int32)
+        tab[:, 0] = i0
+        tab[:, 1] = i1
+        tab[:, 2] = w0.astype(np.float32).view(np.int32)
+        tab[:, 3] = w1.astype(np.float32).view(np.int32)
+        rows.append(tab)
+    return np.ascontiguousarray(np.concatenate(rows))
+
+
+def emulate_upsample_f32(low: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The kernel's float bilinear upsample in numpy (≈ cv2.resize INTER_LINEAR, float32)."""
+    lh, lw = low.shape
+    xi0, xi1, xw0, xw1 = float_linear_coeffs(lw, w, True)
+    yi0, yi1, yw0, yw1 = float_linear_coeffs(lh, h, False)
+    hor = low[:, xi0] * xw0[None, :] + low[:, xi1] * xw1[None, :]
+    return (hor[yi0] * yw0[:, None] + hor[yi1] * yw1[:, None]).astype(np.float32)
+
+
+def gaussian_fixed_weights(k: int) -> np.ndarray:
+    """OpenCV's 8-fraction-bit Gaussian kernel for uint8 (sigma from ksize, error diffusion).
+
+    Outer taps are rounded with the rounding error carried inward; the centre takes what
+    is left so the taps sum to exactly 256.
+    """
+    g = cv2.getGaussianKernel(k, 0, ktype=cv2.CV_64F).ravel()
+    out = np.zeros(k, dtype=np.int32)
+    err = 0.0
+    total = 0
+    for i in range(k // 2):
+        adj = g[i] * 256.0 + err
+        v = int(np.rint(adj))
+        err = adj - v
+        out[i] = out[k - 1 - i] = v
+        total += v
+    out[k // 2] = 256 - 2 * total
+    return out
+
+
+def feather_weights(radius: int) -> np.ndarray:
+    """Float32 taps of app.refine's feather: Gaussian, ksize 2r+1, sigma r/2."""
+    return cv2.getGaussianKernel(2 * radius + 1, radius / 2.0, ktype=cv2.CV_32F).ravel()
+
+
+def blur_plan(strength: int) -> Tuple[int, int]:
+    """(downscale factor, kernel size) of app.compose's blur background."""
+    from app.compose import _blur_plan
+
+    return _blur_plan(int(strength))
+
+
+def emulate_gauss_u8(img: np.ndarray, k: int) -> np.ndarray:
+    """The kernels' fixed-point Gaussian (REFLECT_101) in numpy (= cv2.GaussianBlur, uint8)."""
+    wts = gaussian_fixed_weights(k).astype(np.int64)
+    r = k // 2
+    h, w = img.shape[:2]
+    p = np.pad(img.astype(np.int64), ((r, r), (r, r), (0, 0)), mode="reflect")
+    rows = sum(wts[i] * p[:, i : i + w] for i in range(k))
+    cols = sum(wts[j] * rows[j : j + h] for j in range(k))
+    return np.clip((cols + (1 << 15)) >> 16, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- compositor
+
+
+def _c_ptr(value: int) -> ctypes.c_uint64:
+    return ctypes.c_uint64(value)
+
+
+class _SizeState:
+    """Device buffers and tables that depend on the frame size."""
+
+    def __init__(self, w: int, h: int) -> None:
+        self.size = (w, h)
+        self.buffers: Dict[str, Any] = {}
+
+    def buffer(self, name: str, nbytes: int, pinned: bool = False) -> Any:
+        buf = self.buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            if buf is not None:
+                buf.close()
+            buf = PinnedBuffer(nbytes) if pinned else DeviceBuffer(nbytes)
+            self.buffers[name] = buf
+        return buf
+
+    def close(self) -> None:
+        for buf in self.buffers.values():
+            buf.close()
+        self.buffers.clear()
+
+
+class GpuCompositor:
+    """Refine + composite on the GPU for one pipeline (one stream, not thread-safe)."""
+
+    def __init__(self, module: Module, refine_cfg: Any, background_cfg: Any) -> None:
+        from app.compose import Compositor
+
+        self.refine_cfg = refine_cfg
+        # The CPU compositor owns background settings: knob changes, image/video loading,
+        # cover/fit scaling. Its arrays are uploaded; its blend is not used.
+        self.cpu = Compositor(background_cfg)
+        self._k_smooth = module.kernel("smooth_state")
+        self._k_area = module.kernel("area_down_u8")
+        self._k_rows = module.kernel("gauss_rows_u8")
+        self._k_cols = module.kernel("gauss_cols_u8")
+        self._k_comp = module.kernel("composite_fused")
+        self._state: Optional[DeviceBuffer] = None
+        self._state_shape: Optional[Tuple[int, int]] = None
+        self._have_state = False
+        self._zeros: Optional[DeviceBuffer] = None
+        self._staging: Optional[PinnedBuffer] = None
+        self._prob_dev: Optional[DeviceBuffer] = None
+        self._size: Optional[_SizeState] = None
+        self._consts: Dict[Tuple[Any, ...], DeviceBuffer] = {}
+        self._zeros_pending = False
+        self._uploaded_bg: Any = None
+        self._cpu_refiner: Any = None
+        self.fallbacks = 0
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forget the smoothing history."""
+        self._have_state = False
+        if self._cpu_refiner is not None:
+            self._cpu_refiner.reset()
+
+    def _ensure_state(self, shape: Tuple[int, int]) -> None:
+        if self._state_shape == shape:
+            return
+        for buf in (self._state, self._zeros, self._prob_dev):
+            if buf is not None:
+                buf.close()
+        if self._staging is not None:
+            self._staging.close()
+        n = shape[0] * shape[1] * 4
+        self._state = DeviceBuffer(n)
+        self._zeros = DeviceBuffer(n)
+        self._prob_dev = DeviceBuffer(n)
+        self._staging = PinnedBuffer(n)
+        self._state_shape = shape
+        self._have_state = False
+        self._zeros_pending = True
+
+    def _smooth(self, raw_ptr: int, fp16: bool, kind: int, smoothing: float, stream: Stream):
+        assert self._state is not None and self._state_shape is not None
+        n = self._state_shape[0] * self._state_shape[1]
+        first = (not self._have_state) or smoothing <= 0.0
+        args = (
+            _c_ptr(raw_ptr),
+            ctypes.c_int(int(fp16)),
+            ctypes.c_int(kind),
+            _c_ptr(self._state.ptr),
+            ctypes.c_int(n),
+            ctypes.c_int(int(first)),
+            ctypes.c_float(smoothing),
+        )
+        self._k_smooth.launch(((n + 255) // 256, 1, 1), (256, 1, 1), stream, args)
+        self._have_state = True
+
+    def update_from_host(self, prob: np.ndarray, smoothing: float, stream: Stream) -> None:
+        """Feed a new probability map (HxW float32, host) into the smoothing state."""
+        prob = np.asarray(prob, dtype=np.float32)
+        self._ensure_state(prob.shape)
+        assert self._staging is not None and self._prob_dev is not None
+        np.copyto(self._staging.array(prob.shape, np.float32), prob)
+        stream.copy_htod(self._prob_dev.ptr, self._staging.host_ptr, prob.nbytes)
+        self._smooth(self._prob_dev.ptr, False, 0, smoothing, stream)
+
+    def update_from_device(
+        self,
+        ptr: int,
+        shape: Tuple[int, int],
+        fp16: bool,
+        logits: bool,
+        smoothing: float,
+        stream: Stream,
+    ) -> None:
+        """Feed a one-channel model output that is already on the device (TensorRT)."""
+        self._ensure_state(shape)
+        self._smooth(ptr, fp16, 1 if logits else 0, smoothing, stream)
+
+    def state_host(self, stream: Stream) -> np.ndarray:
+        """Download the smoothing state (model resolution) — for tests and the CPU fallback."""
+        assert self._state is not None and self._state_shape is not None
+        out = np.empty(self._state_shape, np.float32)
+        stream.synchronize()
+        return self._state.download(out)
+
+    # ------------------------------------------------------------------ background
+
+    def _const(self, key: Tuple[Any, ...], values: np.ndarray) -> DeviceBuffer:
+        buf = self._consts.get(key)
+        if buf is None:
+            buf = DeviceBuffer(values.nbytes)
+            buf.upload(np.ascontiguousarray(values))
+            self._consts[key] = buf
+        return buf
+
+    def _size_state(self, w: int, h: int) -> _SizeState:
+        if self._size is None or self._size.size != (w, h):
+            if self._size is not None:
+                self._size.close()
+            self._size = _SizeState(w, h)
+            self._uploaded_bg = None
+        return self._size
+
+    def _blur_background(
+        self, frame_ptr: int, pitch: int, frame_host: np.ndarray, st: _SizeState, stream: Stream
+    ) -> Tuple[int, int, int, int, int]:
+        """Enqueue the blurred background; returns (mode, ptr, pitch, xtab ptr, ytab ptr)."""
+        w, h = st.size
+        d, k = blur_plan(self.cpu.cfg.blur)
+        sw, sh = (w + d - 1) // d, (h + d - 1) // d
+        weights = self._const(("gauss", k), gaussian_fixed_weights(k))
+        block = (32, 8, 1)
+        grid = ((sw + 31) // 32, (sh + 7) // 8, 1)
+        small = st.buffer("small", sw * sh * 3)
+        blurred = st.buffer("blurred", sw * sh * 3)
+        tmp = st.buffer("tmp16", sw * sh * 3 * 2)
+        if d == 1:
+            src_ptr, src_pitch = frame_ptr, pitch
+        elif w % d == 0 and h % d == 0:
+            self._k_area.launch(
+                grid,
+                block,
+                stream,
+                (
+                    _c_ptr(frame_ptr),
+                    ctypes.c_int(pitch),
+                    _c_ptr(small.ptr),
+                    ctypes.c_int(sw),
+                    ctypes.c_int(sh),
+                    ctypes.c_int(d),
+                ),
+            )
+            src_ptr, src_pitch = small.ptr, sw * 3
+        else:
+            # OpenCV's fractional INTER_AREA is not ported: shrink on the CPU (the frame is
+            # on the host anyway) and upload the small image.
+            host = st.buffer("small_host", sw * sh * 3, pinned=True)
+            view = host.array((sh, sw, 3))
+            cv2.resize(frame_host, (sw, sh), dst=view, interpolation=cv2.INTER_AREA)
+            stream.copy_htod(small.ptr, host.host_ptr, sw * sh * 3)
+            src_ptr, src_pitch = small.ptr, sw * 3
+        if src_pitch != sw * 3:  # d == 1 on a padded frame: gauss kernels want packed rows
+            stream_copy_2d(stream, small.ptr, sw * 3, src_ptr, src_pitch, sw * 3, sh)
+            src_ptr = small.ptr
+        for kern, a, b in ((self._k_rows, src_ptr, tmp.ptr), (self._k_cols, tmp.ptr, blurred.ptr)):
+            kern.launch(
+                grid,
+                block,
+                stream,
+                (
+                    _c_ptr(a),
+                    _c_ptr(b),
+                    ctypes.c_int(sw),
+                    ctypes.c_int(sh),
+                    _c_ptr(weights.ptr),
+                    ctypes.c_int(k),
+                ),
+            )
+        if d == 1:
+            return BG_IMAGE, blurred.ptr, w * 3, 0, 0
+        tabs = self._const(("bgtab", sw, sh, w, h), resize_tables(sw, sh, w, h))
+        return BG_SMALL, blurred.ptr, sw * 3, tabs.ptr, tabs.ptr + 16 * w
+
+    def _host_background(self, frame_host: np.ndarray, st: _SizeState, stream: Stream) -> int:
+        bg = self.cpu.background(frame_host)
+        w, h = st.size
+        buf = st.buffer("bg", w * h * 3)
+        if bg is not self._uploaded_bg or self.cpu.mode == "video":
+            buf.upload(np.ascontiguousarray(bg), stream)
+            stream.synchronize()  # the host array may change or vanish after this call
+            self._uploaded_bg = bg if self.cpu.mode != "video" else None
+        return buf.ptr
+
+    # ------------------------------------------------------------------ compose
+
+    def compose(
+        self,
+        frame_ptr: int,
+        pitch: int,
+        frame_host: np.ndarray,
+        knobs: Any,
+        stream: Stream,
+        out_ptr: int,
+        mask_ptr: int,
+        blank: bool = False,
+    ) -> bool:
+        """Enqueue refine + blend of one frame into ``out_ptr`` (BGR) and ``mask_ptr`` (float).
+
+        ``frame_host`` is the same frame on the host (for CPU-side fallbacks). ``blank``
+        composes with an all-background mask (paused, pause_mode background). Returns
+        True when the caller must draw the overlay visualisation on the CPU instead.
+        """
+        from app.refine import MaskRefiner, params_from
+
+        self.cpu._follow_knobs(knobs)  # noqa: SLF001 - the CPU compositor owns settings
+        p = params_from(self.refine_cfg, knobs)
+        h, w = frame_host.shape[:2]
+        st = self._size_state(w, h)
+        if self._state is None:
+            raise RuntimeError("compose before the first probability map")
+        lh, lw = self._state_shape  # type: ignore[misc]
+        if self._zeros_pending:
+            assert self._zeros is not None
+            stream.memset(self._zeros.ptr, 0, self._zeros.nbytes)
+            self._zeros_pending = False
+
+        mask_in = 0
+        low_ptr = self._state.ptr
+        if blank:
+            low_ptr = self._zeros.ptr  # type: ignore[union-attr]
+        elif p.feather > RMAX or p.min_blob_area > 0.0:
+            # Not in the fused kernel: refine on the CPU from the same state, blend here.
+            self.fallbacks += 1
+            if self._cpu_refiner is None:
+                self._cpu_refiner = MaskRefiner(self.refine_cfg)
+            state = self.state_host(stream)
+            self._cpu_refiner._state = state  # noqa: SLF001 - continue from the GPU state
+            host = st.buffer("mask_host", w * h * 4, pinned=True)
+            self._cpu_refiner.refine(None, (h, w), knobs, out=host.array((h, w), np.float32))
+            dev = st.buffer("mask_in", w * h * 4)
+            stream.copy_htod(dev.ptr, host.host_ptr, w * h * 4)
+            mask_in = dev.ptr
+        tabs = self._const(("masktab", lw, lh, w, h), mask_tables(lw, lh, w, h))
+        radius = p.feather if (p.feather <= RMAX and mask_in == 0 and not blank) else 0
+        gauss = self._const(("feather", radius), feather_weights(max(radius, 1)))
+
+        mode = self.cpu.mode
+        color = [float(c) for c in self.cpu.cfg.color]
+        bg_ptr, bg_pitch, bx, by = 0, 0, 0, 0
+        if mode == "overlay":
+            bg_mode = BG_NONE
+        elif mode == "none":
+            bg_mode = BG_NONE
+        elif mode == "color":
+            bg_mode = BG_COLOR
+        elif mode == "blur":
+            bg_mode, bg_ptr, bg_pitch, bx, by = self._blur_background(
+                frame_ptr, pitch, frame_host, st, stream
+            )
+        else:  # image, video
+            bg_mode, bg_ptr, bg_pitch = (
+                BG_IMAGE,
+                self._host_background(frame_host, st, stream),
+                w * 3,
+            )
+        args = (
+            _c_ptr(frame_ptr),
+            ctypes.c_int(pitch),
+            ctypes.c_int(w),
+            ctypes.c_int(h),
+            _c_ptr(low_ptr),
+            ctypes.c_int(lw),
+            _c_ptr(mask_in),
+            _c_ptr(tabs.ptr),
+            _c_ptr(tabs.ptr + 16 * w),
+            ctypes.c_int(1 if (p.soft or blank) else 0),
+            ctypes.c_float(p.threshold),
+            ctypes.c_int(radius),
+            _c_ptr(gauss.ptr),
+            ctypes.c_int(bg_mode),
+            _c_ptr(bg_ptr),
+            ctypes.c_int(bg_pitch),
+            _c_ptr(bx),
+            _c_ptr(by),
+            ctypes.c_float(color[0]),
+            ctypes.c_float(color[1]),
+            ctypes.c_float(color[2]),
+            _c_ptr(out_ptr),
+            ctypes.c_int(w * 3),
+            _c_ptr(mask_ptr),
+        )
+        grid = ((w + TILE[0] - 1) // TILE[0], (h + TILE[1] - 1) // TILE[1], 1)
+        self._k_comp.launch(grid, TILE, stream, args)
+        return mode == "overlay"
+
+    def close(self) -> None:
+        """Free every device and pinned buffer."""
+        for buf in (self._state, self._zeros, self._prob_dev, self._staging):
+            if buf is not None:
+                buf.close()
+        self._state = self._zeros = self._prob_dev = None
+        self._staging = None
+        self._state_shape = None
+        if self._size is not None:
+            self._size.close()
+            self._size = None
+        for buf in self._consts.values():
+            buf.close()
+        self._consts.clear()
+        self.cpu.close()
+
+
+def stream_copy_2d(
+    stream: Stream, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, rows: int
+) -> None:
+    """Pitched device-to-device copy, row by row (rare path: padded frames only)."""
+    for r in range(rows):
+        stream.copy_dtod(dst + r * dst_pitch, src + r * src_pitch, width)
+
+
+__all__ = [
+    "GpuCompositor",
+    "mask_tables",
+    "emulate_upsample_f32",
+    "gaussian_fixed_weights",
+    "feather_weights",
+    "emulate_gauss_u8",
+]
