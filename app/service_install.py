@@ -396,6 +396,12 @@ def service_state() -> dict:
     """Key properties of the installed unit from ``systemctl show``."""
     props = "LoadState,ActiveState,SubState,StatusText,NRestarts,WatchdogUSec,MainPID,Result"
     proc = _run(["systemctl", "show", UNIT_NAME, "--property", props], check=False)
+    if proc.returncode != 0 and not proc.stdout.strip():
+        detail = (proc.stderr.strip().splitlines() or ["no output"])[0]
+        raise ServiceError(
+            f"cannot ask systemd about {UNIT_NAME}: {detail}",
+            "segcam service status works on a machine booted with systemd",
+        )
     state = {}
     for line in proc.stdout.splitlines():
         if "=" in line:

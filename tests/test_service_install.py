@@ -136,3 +136,14 @@ def test_uninstall_keeps_config_and_engines_unless_purged(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert not (root / "etc/segcam").exists()
     assert not (root / "var/lib/segcam").exists()
+
+
+@pytest.mark.skipif(
+    Path("/run/systemd/system").is_dir(), reason="systemd runs here: status would really answer"
+)
+def test_status_without_systemd_says_so():
+    if shutil.which("systemctl") is None:
+        pytest.skip("no systemctl on this machine")
+    proc = segcam("service", "status")
+    assert proc.returncode == 11
+    assert "segcam: error: cannot ask systemd about segcam.service" in proc.stderr
