@@ -157,6 +157,9 @@ class OnnxRuntimeBackend:
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         popts = provider_options or {}
+        trt_cache = popts.get("TensorrtExecutionProvider", {}).get("trt_engine_cache_path")
+        if trt_cache and "TensorrtExecutionProvider" in chosen:
+            Path(trt_cache).mkdir(parents=True, exist_ok=True)
         prov_arg: List[Any] = [(p, popts[p]) if p in popts else p for p in chosen]
         try:
             self._sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=prov_arg)
