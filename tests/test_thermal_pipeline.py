@@ -8,6 +8,7 @@ number of inferences changes.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -40,6 +41,7 @@ class Collect:
                     "inferred": result.inferred,
                     "mask": float(result.mask.mean()),
                     "frame_mean": float(result.frame.mean()),
+                    "model": result.model_id,
                 }
             )
         return True
@@ -133,3 +135,75 @@ def test_critical_pauses_inference_with_plain_background(tmp_path: Path, selfie_
     paused = [i for i in sink.items if not i["inferred"]]
     assert len(paused) >= n - 8  # all but the frames captured before the first reading
     assert all(i["mask"] == 0.0 for i in paused)  # plain background: no person kept
+
+
+def test_hot_switches_to_the_light_model_and_back(
+    tmp_path: Path, selfie_onnx: Path, selfie_landscape_onnx: Path, model_cache: Path
+) -> None:
+    """hot: the landscape model is built off the hot path, then frames run through it;
+    cooling down returns to the main model. Every frame is output throughout."""
+    from app.inference.onnxruntime import OnnxRuntimeBackend
+    from app.inference.profile import load_profile
+    from app.pipeline.runner import Runner
+    from app.sources import open_source
+
+    orin_tree(tmp_path, 83.0)
+    cfg = load_config(
+        None,
+        [
+            "input.uri=demo",
+            "input.width=320",
+            "input.height=240",
+            "inference.device=cpu",
+            "inference.threads=1",
+            "pipeline.status_interval_s=0",
+            f"model.cache_dir={model_cache}",
+            "model.light_profile=mediapipe-selfie-landscape",
+            f"thermal.sysfs_root={tmp_path}",
+            "thermal.sensor=sysfs",
+            "thermal.interval_s=0.05",
+            "thermal.actions.hot={infer_every: 1, light_profile: true}",
+        ],
+    )
+    main = load_profile("mediapipe-selfie")
+    backend = OnnxRuntimeBackend(main, selfie_onnx, threads=1)
+    sink = Collect()
+    gov = ThermalGovernor(cfg)
+    runner = Runner(cfg, open_source(cfg.input), backend, [sink], extensions=[gov])
+    light_id = load_profile("mediapipe-selfie-landscape").identity()
+    done = threading.Event()
+
+    def drive() -> None:
+        # wait for light frames, then cool the device down and wait for main frames again
+        def seen(model_id: str, after: int = 0) -> bool:
+            with sink.lock:
+                return any(i["model"] == model_id for i in sink.items[after:])
+
+        deadline = time.monotonic() + 60
+        while not seen(light_id) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with sink.lock:
+            mark = len(sink.items)
+        set_all(tmp_path, 40.0)
+        while not seen(main.identity(), mark) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        runner.request_stop("test done")
+        done.set()
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    rc = runner.run(max_seconds=90)
+    driver.join(5)
+    assert rc == 0, runner.error
+    models = [i["model"] for i in sink.items]
+    assert [i["id"] for i in sink.items] == list(range(len(sink.items)))  # none lost
+    assert models[0] == main.identity()
+    first_light = models.index(light_id)
+    back = [i for i, m in enumerate(models) if m == main.identity() and i > first_light]
+    assert back, "never returned to the main model"
+    # once switched, frames stay on the light model until the device cooled down
+    assert set(models[first_light : back[0]]) == {light_id}
+    assert all(i["inferred"] for i in sink.items[back[0] :][:1])  # fresh start, no stale mask
+    assert gov.state == "normal"
+    assert gov.status()["light_model"] == "ready"

@@ -15,10 +15,12 @@ every frame is processed and the end of the stream drains through every stage be
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from app.errors import OutputError, PipelineError, SegcamError
@@ -58,6 +60,9 @@ class Runner:
         self.extensions: List[Any] = list(extensions)
         self.profile = getattr(backend, "profile", None)
         self.stages = stages if stages is not None else build_stages(cfg, backend, self.profile)
+        # Stages of other model profiles (the thermal governor's light model), by name:
+        # frames whose knobs say profile_override=name run through them.
+        self.profile_stages: Dict[str, Tuple[StageSet, Any, str]] = {}
         if backpressure is None:
             backpressure = not getattr(source, "live", False) and not cfg.input.realtime
         self.backpressure = bool(backpressure)
@@ -77,6 +82,7 @@ class Runner:
         self._started_exts: List[Any] = []
         self._running = False
         self._max_frames: Optional[int] = None
+        self._cv_threads_before: Optional[int] = None
         self._build_queues()
 
     # ------------------------------------------------------------------ public API
@@ -114,6 +120,25 @@ class Runner:
         if first:
             log.debug("%s failed", where, exc_info=exc)
         self.request_stop(f"{where} failed")
+
+    def add_profile_stages(self, name: str, stages: StageSet, backend: Any = None) -> None:
+        """Register the stages of model profile ``name`` (built off the hot path).
+
+        Frames captured with ``knobs.profile_override == name`` run through them; the
+        runner closes them and ``backend`` at shutdown.
+        """
+        profile = getattr(backend, "profile", None)
+        model_id = profile.identity() if hasattr(profile, "identity") else name
+        with self._lock:
+            self.profile_stages[name] = (stages, backend, model_id)
+
+    def _stage_of(self, slot: FrameSlot, name: str, default: Stage) -> Tuple[Stage, str]:
+        """The stage ``name`` for this slot's profile and that profile's model id ("" = main)."""
+        override = getattr(slot.knobs, "profile_override", None)
+        entry = self.profile_stages.get(override) if override else None
+        if entry is None:
+            return default, ""
+        return getattr(entry[0], name), entry[2]
 
     def add_extension(self, ext: Any) -> None:
         """Add a control-plane extension; started at once if the pipeline runs."""
@@ -183,6 +208,7 @@ class Runner:
     def _start(self) -> None:
         if not getattr(self.source, "_opened", False):  # the command may have opened it
             self.source.open()
+        self._set_cv_threads()
         for sink in self.sinks:
             attach = getattr(sink, "attach", None)
             if attach is not None:
@@ -281,6 +307,10 @@ class Runner:
                 log.warning("closing the input failed: %s", exc)
         if not stuck:
             self.stages.close()
+            for stages, backend, _ in self.profile_stages.values():
+                stages.close()
+                if backend is not None:
+                    backend.close()
         self._running = False
 
     # ------------------------------------------------------------------ threads
@@ -346,6 +376,7 @@ class Runner:
         name = stage.name
         metrics = self.metrics
         is_infer = name == "infer"
+        main, last = stage, stage
         while not self.stop_event.is_set():
             item = in_q.get(0.1)
             if item is None:
@@ -354,6 +385,12 @@ class Runner:
                 out_q.put_end()
                 return
             slot = item
+            stage, _ = self._stage_of(slot, name, main)
+            if stage is not last:  # profile switched: start that stage afresh
+                reset = getattr(stage, "reset", None)
+                if reset is not None:
+                    reset()
+                last = stage
             t0 = time.perf_counter()
             try:
                 stage.process(slot)
@@ -370,10 +407,10 @@ class Runner:
                 return
 
     def _composite_loop(self) -> None:
-        stage = self.stages.composite
+        main = last = self.stages.composite
         in_q = self.queues["composite_in"]
         metrics = self.metrics
-        model_id = self.profile.identity() if hasattr(self.profile, "identity") else ""
+        main_id = self.profile.identity() if hasattr(self.profile, "identity") else ""
         while not self.stop_event.is_set():
             item = in_q.get(0.1)
             if item is None:
@@ -383,6 +420,13 @@ class Runner:
                 self.request_stop("end of input")
                 return
             slot = item
+            stage, model_id = self._stage_of(slot, "composite", main)
+            model_id = model_id or main_id
+            if stage is not last:  # profile switched: no temporal state across models
+                reset = getattr(stage, "reset", None)
+                if reset is not None:
+                    reset()
+                last = stage
             try:
                 t0 = time.perf_counter()
                 stage.process(slot)

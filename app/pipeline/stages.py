@@ -80,6 +80,7 @@ class InferStage(Stage):
         self.backend = backend
         self._seen = 0
         self._have_output = False
+        self._out_shape: Optional[Tuple[int, ...]] = None
 
     def should_infer(self, slot: FrameSlot) -> bool:
         """Whether the model runs for this frame (the first frame always does)."""
@@ -98,9 +99,19 @@ class InferStage(Stage):
             slot.inferred = False
             return
         # The first call allocates the slot's output buffer; later calls fill it in place.
-        slot.output = self.backend.infer(slot.tensor, out=slot.output)
+        # A buffer shaped by another profile's stages (thermal light model) is replaced.
+        out = slot.output
+        if out is not None and out.shape != self._out_shape:
+            out = None
+        slot.output = self.backend.infer(slot.tensor, out=out)
+        self._out_shape = slot.output.shape
         slot.inferred = True
         self._have_output = True
+
+    def reset(self) -> None:
+        """Infer on the next frame again (after frames went through another profile)."""
+        self._seen = 0
+        self._have_output = False
 
 
 class CpuComposite(Stage):

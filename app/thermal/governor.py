@@ -16,6 +16,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from app.config import Config, ThermalAction
 from app.errors import ThermalError
+from app.thermal.light import LightModel
 from app.thermal.nvpmodel import request_nvpmodel
 from app.thermal.policy import STATES, describe_action, knob_changes, level, next_state
 from app.thermal.sample import ThermalSample, describe
@@ -137,6 +138,7 @@ class ThermalGovernor:
         self._knobs: Any = None
         self._base: Dict[str, Any] = {}
         self._reader: Optional[TimedReader] = None
+        self._light: Optional[LightModel] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -147,6 +149,11 @@ class ThermalGovernor:
         self._runner = runner
         self._knobs = getattr(runner, "knobs", None)
         self._remember_base()
+        wants_light = any(getattr(self.tcfg.actions, s).light_profile for s in STATES)
+        if self.cfg.model.light_profile and wants_light and self._knobs is not None:
+            self._light = LightModel(self.cfg, runner, self._light_ready)
+            if self._light.error:
+                log.warning("light profile disabled: %s", self._light.error)
         if not self.tcfg.enabled:
             self.sensor_reason = "thermal.enabled is false"
             log.info("governor disabled (thermal.enabled: false)")
@@ -279,9 +286,7 @@ class ThermalGovernor:
             self._remember_base()
             return
         self._base["infer_every"] = cfg.refine.infer_every
-        action: ThermalAction = getattr(self.tcfg.actions, state)
-        light = self.cfg.model.light_profile
-        self._knobs.update(**knob_changes(action, self._base, self.tcfg, light))
+        self._apply(state)
 
     # ----------------------------------------------------------------- actions
 
@@ -329,12 +334,29 @@ class ThermalGovernor:
             describe(sample.temps),
             record["actions"],
         )
-        if self._knobs is not None:
-            self._knobs.update(**knob_changes(action, self._base, self.tcfg, light))
+        self._apply(new)
         if action.light_profile and not light and level(new) > level(old):
             log.info("%s asks for a light profile but model.light_profile is empty", new)
         if action.nvpmodel >= 0:
             self._request_nvpmodel(action.nvpmodel)
+
+    def _apply(self, state: str) -> None:
+        """Set the knobs for ``state``; the light profile only once its stages are ready."""
+        if self._knobs is None:
+            return
+        action: ThermalAction = getattr(self.tcfg.actions, state)
+        light = self._light
+        if light is not None and state != "normal":
+            light.ensure()  # prepare it while warm, before a hotter state needs it
+        name = light.name if light is not None and light.ready else ""
+        self._knobs.update(**knob_changes(action, self._base, self.tcfg, name))
+
+    def _light_ready(self) -> None:
+        # Called by the builder thread: switch now if the current state wants the light model.
+        with self._lock:
+            state = self.state
+        if getattr(self.tcfg.actions, state).light_profile:
+            self._apply(state)
 
     def _request_nvpmodel(self, mode: int) -> None:
         if not self.tcfg.allow_nvpmodel:
@@ -391,6 +413,8 @@ class ThermalGovernor:
                 out["note"] = self.sensor_reason
             if self.nvpmodel_result:
                 out["nvpmodel"] = self.nvpmodel_result
+            if self._light is not None and self._light.state != "idle":
+                out["light_model"] = self._light.error or self._light.state
             return out
 
     def history(self) -> List[Dict[str, Any]]:
