@@ -147,3 +147,23 @@ def test_status_without_systemd_says_so():
     proc = segcam("service", "status")
     assert proc.returncode == 11
     assert "segcam: error: cannot ask systemd about segcam.service" in proc.stderr
+
+
+def test_a_segcam_under_home_is_refused(tmp_path: Path):
+    # ProtectHome=yes hides /home from the service: such an install could never start.
+    from app.errors import ServiceError
+    from app.service_install import Options, execute, plan_install
+
+    opts = Options(root=str(tmp_path / "root"), executable="/home/me/venv/bin/segcam")
+    with pytest.raises(ServiceError, match="ProtectHome"):
+        plan_install(opts)
+    lines: List[str] = []
+    dry = Options(
+        root=str(tmp_path / "root"),
+        executable="/home/me/venv/bin/segcam",
+        dry_run=True,
+        out=lines.append,
+    )
+    execute(plan_install(dry), dry)
+    assert lines[0].startswith("warning: /home/me/venv/bin/segcam is under a home directory")
+    assert not (tmp_path / "root").exists()
