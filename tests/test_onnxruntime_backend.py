@@ -362,3 +362,11 @@ def test_real_model_segments_the_portrait(name: str, request, portrait_bgr: np.n
     assert m[260:440, 80:320].mean() > 0.8  # torso (orange suit)
     assert m[0:60, 0:60].mean() < 0.2  # flag, top-left corner
     assert m[0:60, 452:512].mean() < 0.2  # backdrop, top-right corner
+
+
+def test_out_of_another_shape_gets_a_new_array(nchw64: Path) -> None:
+    """After a model switch the pipeline may still hold the old model's output buffer."""
+    backend = OnnxRuntimeBackend(_modnet(), nchw64)
+    stale = np.empty((1, 1, 32, 32), np.float32)
+    res = backend.infer(np.zeros((1, 3, 64, 64), np.float32), out=stale)
+    assert res is not stale and res.shape == (1, 1, 64, 64)

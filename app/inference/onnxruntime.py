@@ -116,6 +116,10 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
 
+def _fits(out: Optional[np.ndarray], result: np.ndarray) -> bool:
+    return out is not None and out.shape == result.shape and out.dtype == result.dtype
+
+
 class OnnxRuntimeBackend:
     """Runs an ONNX model with ONNX Runtime according to a :class:`ModelProfile`.
 
@@ -320,7 +324,9 @@ class OnnxRuntimeBackend:
     def infer(self, tensor: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Run once on a host tensor; return the chosen raw output (into ``out`` if given).
 
-        Without ``out`` the result is a new array the caller may keep.
+        Without ``out``, or when ``out`` does not have the output's shape and dtype (e.g.
+        a buffer from before a model switch), the result is a new array the caller may
+        keep.
         """
         self._check_tensor(tensor)
         try:
@@ -358,8 +364,8 @@ class OnnxRuntimeBackend:
             return out
         else:
             result = target
-        if out is not None:
-            np.copyto(out, result.reshape(out.shape), casting="same_kind")
+        if _fits(out, result):
+            np.copyto(out, result)
             return out
         return result.copy() if result is self._out_buf else result
 
@@ -372,8 +378,8 @@ class OnnxRuntimeBackend:
             if name in self._state_feeds:
                 self._states[self._state_feeds[name]] = value
         result = results[0]
-        if out is not None:
-            np.copyto(out, result.reshape(out.shape), casting="same_kind")
+        if _fits(out, result):
+            np.copyto(out, result)
             return out
         return result
 
