@@ -477,7 +477,8 @@ def check_model(ctx: DoctorContext) -> Check:
         except Exception as exc:  # noqa: BLE001 - ModelError or an unknown model name
             message = getattr(exc, "message", str(exc))
             notes.append(message if name in message else f"{role} {name}: {message}")
-            hint = getattr(exc, "hint", "") or f"segcam model fetch {name}"
+            fetch = getattr(exc, "hint", "") or f"run `segcam model fetch {name}`"
+            hint = f"segcam run fetches it on first start (needs the package index), or {fetch}"
             worst = WARN
     return Check("model", worst, "; ".join(notes), hint)
 

@@ -282,3 +282,18 @@ def test_cuda_required_but_absent_fails_here() -> None:
     assert result.status == FAIL and "inference.device" in result.detail
     auto = check_cuda(DoctorContext(load_config()))
     assert auto.status == WARN and "pipeline: CPU" in auto.detail
+
+
+def test_model_in_cache_is_ok_and_missing_is_a_warning(
+    tmp_path: Path, selfie_onnx: Path, model_cache: Path
+) -> None:
+    from app.doctor import check_model
+
+    cfg = load_config(None, [f"model.cache_dir={model_cache}"])
+    result = check_model(DoctorContext(cfg))
+    assert result.status == OK and str(selfie_onnx) in result.detail
+    empty = load_config(None, [f"model.cache_dir={tmp_path}"])
+    missing = check_model(DoctorContext(empty))
+    assert missing.status == WARN and "segcam model fetch" in missing.hint
+    bad = load_config(None, [f"model.path={tmp_path / 'absent.onnx'}"])
+    assert check_model(DoctorContext(bad)).status == FAIL
