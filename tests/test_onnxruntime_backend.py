@@ -370,3 +370,35 @@ def test_out_of_another_shape_gets_a_new_array(nchw64: Path) -> None:
     stale = np.empty((1, 1, 32, 32), np.float32)
     res = backend.infer(np.zeros((1, 3, 64, 64), np.float32), out=stale)
     assert res is not stale and res.shape == (1, 1, 64, 64)
+
+
+def test_dynamic_model_that_fails_on_the_profile_size(tmp_path: Path) -> None:
+    """Dynamic input dims pass the shape check; the warm-up run catches the mismatch."""
+    shape = numpy_helper.from_array(np.array([1, 1, 64, 192], np.int64), "s")
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Reshape", ["m", "s"], ["output"]),
+    ]
+    path = _save(
+        tmp_path / "dyn.onnx", nodes, [_vi("input", [1, 3, "h", "w"])],
+        [_vi("output", [1, 1, 64, 192])], [shape], opset=13,
+    )  # fmt: skip
+    good = replace(load_profile("modnet"), width=192, height=64)
+    assert OnnxRuntimeBackend(good, path).inputs[0].shape == (1, 3, -1, -1)
+    with pytest.raises(ModelError, match="fails on a \\[1, 3, 64, 64\\] input"):
+        OnnxRuntimeBackend(replace(good, width=64), path)
+
+
+def test_unknown_operator_names_onnxruntime(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("FooOp", ["input"], ["output"], domain="com.example")], "g",
+        [_vi("input", [1, 3, 64, 64])], [_vi("output", [1, 1, 64, 64])],
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "foo.onnx"))
+    with pytest.raises(ModelError, match="FooOp") as err:
+        OnnxRuntimeBackend(_modnet(), tmp_path / "foo.onnx")
+    assert "onnxruntime" in err.value.hint

@@ -157,7 +157,7 @@ class OnnxRuntimeBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.intra_op_num_threads = max(0, int(threads))
         opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        opts.log_severity_level = 4  # fatal only: errors reach the user as ModelError/BackendError
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         popts = provider_options or {}
@@ -169,10 +169,14 @@ class OnnxRuntimeBackend:
             self._sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=prov_arg)
         except self._errors as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(
-                f"cannot load ONNX model {self.path}: {first}",
-                "the file is corrupt, truncated or not ONNX: fetch or convert it again",
-            ) from None
+            if type(exc).__name__ in ("InvalidProtobuf", "NoSuchFile"):
+                hint = "the file is corrupt, truncated or not ONNX: fetch or convert it again"
+            else:
+                hint = (
+                    f"the file is damaged, or the model needs something onnxruntime "
+                    f"{ort.__version__} lacks (operator, opset): re-export or upgrade onnxruntime"
+                )
+            raise ModelError(f"cannot load ONNX model {self.path}: {first}", hint) from None
         active = self._sess.get_providers()
         self.providers = list(active)
         self.provider = f"onnxruntime:{active[0]}"
@@ -288,7 +292,13 @@ class OnnxRuntimeBackend:
 
     def _warmup(self) -> None:
         zeros = np.zeros(self.profile.input_shape, dtype=self.profile.np_dtype)
-        raw = self.infer(zeros)
+        try:
+            raw = self.infer(zeros)
+        except BackendError as exc:
+            raise self._mismatch(
+                f"the model fails on a {list(self.profile.input_shape)} input: {exc.message}",
+                "check width, height and layout in the profile against the model",
+            ) from None
         try:
             to_probability(raw, self.profile)
         except ModelError as exc:
