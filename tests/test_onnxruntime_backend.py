@@ -108,29 +108,29 @@ def run(backend, profile, frame_bgr) -> np.ndarray:
 
 
 def test_birefnet_like_nchw_logits_imagenet(tmp_path: Path, frame: np.ndarray) -> None:
-    prof = replace(load_profile("birefnet"), width=96, height=96)
+    prof = load_profile("birefnet")  # the shipped profile, 1024x1024
     rng = np.random.default_rng(1)
     wgt, b = rng.normal(size=(1, 3)), rng.normal(size=1)
     path = conv1x1_model(
-        tmp_path / "biref.onnx", "input_image", "output_image", 96, 96, wgt, b,
+        tmp_path / "biref.onnx", "input_image", "output_image", 1024, 1024, wgt, b,
         extra_outputs=["aux"],
     )  # fmt: skip
     backend = OnnxRuntimeBackend(prof, path)
     assert backend.output_spec.name == "output_image"  # output_index -1 = last
-    x = (rgb_unit(frame, 96, 96) - IMAGENET_MEAN) / IMAGENET_STD
+    x = (rgb_unit(frame, 1024, 1024) - IMAGENET_MEAN) / IMAGENET_STD
     expect = 1.0 / (1.0 + np.exp(-conv(x, wgt, b)[0]))
     got = run(backend, prof, frame)
-    assert got.shape == (96, 96) and got.dtype == np.float32
+    assert got.shape == (1024, 1024) and got.dtype == np.float32
     np.testing.assert_allclose(got, expect, atol=2e-5)
 
 
 def test_modnet_like_minus1_1_matte(tmp_path: Path, frame: np.ndarray) -> None:
-    prof = replace(load_profile("modnet"), width=64, height=64)
+    prof = load_profile("modnet")  # the shipped profile, 512x512
     rng = np.random.default_rng(2)
     wgt, b = rng.normal(size=(1, 3)), rng.normal(size=1)
-    path = conv1x1_model(tmp_path / "modnet.onnx", "input", "output", 64, 64, wgt, b, "sigmoid")
+    path = conv1x1_model(tmp_path / "modnet.onnx", "input", "output", 512, 512, wgt, b, "sigmoid")
     backend = OnnxRuntimeBackend(prof, path)
-    x = rgb_unit(frame, 64, 64) * 2.0 - 1.0
+    x = rgb_unit(frame, 512, 512) * 2.0 - 1.0
     expect = 1.0 / (1.0 + np.exp(-conv(x, wgt, b)[0]))
     np.testing.assert_allclose(run(backend, prof, frame), expect, atol=2e-5)
 
