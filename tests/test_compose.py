@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.compose import Compositor, blend_reference, check_background
 from app.config import BackgroundConfig
@@ -165,3 +167,17 @@ def test_bad_background_at_run_time_keeps_the_old_one(frame: np.ndarray, mask: n
     with pytest.raises(ConfigError, match="cannot read"):
         check_background(BackgroundConfig(mode="image", image="/nonexistent/x.png"))
     check_background(BackgroundConfig(mode="blur"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 255), st.integers(0, 255), st.floats(0.0, 1.0, width=32),
+)  # fmt: skip
+def test_blend_within_one_level_for_any_pixel(fg: int, bg: int, m: float) -> None:
+    c = Compositor(BackgroundConfig(mode="color", color=[bg, bg, bg]))
+    frame = np.full((2, 3, 3), fg, np.uint8)
+    mask = np.full((2, 3), m, np.float32)
+    got = int(c.compose(frame, mask)[0, 0, 0])
+    ref = int(blend_reference(frame, c.background(frame), mask)[0, 0, 0])
+    assert abs(got - ref) <= 1
+    assert min(fg, bg) <= got <= max(fg, bg)

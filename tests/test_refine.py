@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.config import RefineConfig
 from app.errors import PipelineError
@@ -139,3 +141,22 @@ def test_bad_inputs() -> None:
         r.refine(np.zeros((1, 4, 4), np.float32), (4, 4))
     with pytest.raises(PipelineError, match="output buffer"):
         r.refine(np.zeros((4, 4), np.float32), (4, 4), out=np.empty((4, 5), np.float32))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.floats(0.0, 1.0), st.booleans(), st.integers(0, 20), st.floats(0.0, 1.0),
+    st.floats(0.0, 0.5), st.integers(0, 2**31 - 1),
+)  # fmt: skip
+def test_refined_mask_stays_in_unit_range(
+    threshold: float, soft: bool, radius: int, smoothing: float, blobs: float, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    knobs = KnobValues(
+        threshold=threshold, soft=soft, feather=radius, smoothing=smoothing, min_blob_area=blobs
+    )
+    r = MaskRefiner(cfg())
+    for _ in range(2):
+        m = r.refine(rng.random((12, 16), dtype=np.float32) * 1.2 - 0.1, (30, 41), knobs)
+        assert m.shape == (30, 41) and m.dtype == np.float32
+        assert m.min() >= 0.0 and m.max() <= 1.0
