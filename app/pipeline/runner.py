@@ -311,7 +311,24 @@ class Runner:
                 stages.close()
                 if backend is not None:
                     backend.close()
+        if self._cv_threads_before is not None:
+            cv2.setNumThreads(self._cv_threads_before)
+            self._cv_threads_before = None
         self._running = False
+
+    def _set_cv_threads(self) -> None:
+        """Fewer OpenCV workers while stages run in parallel: they would fight for cores.
+
+        ``pipeline.cv_threads``: 0 = auto (cores - 2, at least 1), -1 = OpenCV's default.
+        """
+        want = int(getattr(self._config.pipeline, "cv_threads", 0))
+        if want < 0:
+            return
+        if want == 0:
+            want = max(1, (os.cpu_count() or 1) - 2)
+        self._cv_threads_before = cv2.getNumThreads()
+        cv2.setNumThreads(want)
+        log.debug("OpenCV threads: %d (was %d)", want, self._cv_threads_before)
 
     # ------------------------------------------------------------------ threads
     def _guard(self, name: str, target: Callable[..., None], args: tuple) -> None:
