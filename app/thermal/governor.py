@@ -387,15 +387,15 @@ class ThermalGovernor:
     def status(self) -> Dict[str, Any]:
         """State, the reading behind it, the last transition and any sensor problem."""
         with self._lock:
-            out: Dict[str, Any] = {
-                "state": self.state,
-                "level": level(self.state),
-                "state_for_s": round(time.monotonic() - self._since, 1),
-                "source": getattr(self.sensor, "name", "none") if self.sensor else "none",
-                "transitions": self.transition_count,
-            }
+            # The status line shows the first few keys: state and the reading behind it.
+            out: Dict[str, Any] = {"state": self.state}
             if self.reading:
-                out.update(self.reading)
+                out["temp_c"] = self.reading["temp_c"]
+                out["sensor"] = self.reading["sensor"]
+            out["source"] = getattr(self.sensor, "name", "none") if self.sensor else "none"
+            out["level"] = level(self.state)
+            out["state_for_s"] = round(time.monotonic() - self._since, 1)
+            out["transitions"] = self.transition_count
             if self.latest is not None:
                 age = time.monotonic() - self.latest.mono_s
                 out["reading_age_s"] = round(age, 1)
