@@ -229,7 +229,12 @@ def plan_install(opts: Options) -> Plan:
         plan.notes.append(f"warning: {msg}; {hint}")
 
     src = Path(opts.config).expanduser() if opts.config else configs_dir() / "default.yaml"
-    load_config(src)  # refuse to install a config that would not start
+    installed = load_config(src)  # refuse to install a config that would not start
+    if installed.input.uri == "demo" and not _path(opts, CONFIG_FILE).exists():
+        plan.notes.append(
+            f"note: the config reads the built-in demo scene; set input.uri (csi://0, "
+            f"/dev/video0, rtsp://...) in {CONFIG_FILE}, then: systemctl restart segcam"
+        )
     user = opts.user
     groups = [g for g in DEVICE_GROUPS if _group_exists(g, opts)]
     unit_groups = [g for g in UNIT_GROUPS if g in groups]
