@@ -52,10 +52,10 @@ def test_dry_run_on_the_real_root_lists_user_and_systemctl_steps():
     proc = segcam("service", "install", "--dry-run", "--user", "segcam-dry-run-test")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(
-        "would run: useradd --system --user-group --home-dir /var/lib/segcam"
-    )
-    assert lines[0].endswith(" segcam-dry-run-test")
+    assert lines[0].startswith("note: the config reads the built-in demo scene; set input.uri")
+    useradd = "would run: useradd --system --user-group --home-dir /var/lib/segcam"
+    assert lines[1].startswith(useradd)
+    assert lines[1].endswith(" segcam-dry-run-test")
     assert "would run: systemctl daemon-reload" in lines
     assert "would run: systemctl enable --now segcam.service" in lines
     assert not Path("/etc/systemd/system/segcam.service").exists()
