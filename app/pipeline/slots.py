@@ -13,9 +13,10 @@ a stage's hands does capture wait.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 import numpy as np
 
@@ -98,7 +99,9 @@ class SlotRing:
         if count < 1:
             raise ValueError("a slot ring needs at least one slot")
         self.slots: List[FrameSlot] = [FrameSlot(i) for i in range(count)]
-        self._free: List[FrameSlot] = list(self.slots)
+        # FIFO: a released slot is reused last, which leaves the most time before its
+        # buffers are overwritten.
+        self._free: Deque[FrameSlot] = collections.deque(self.slots)
         self._cond = threading.Condition()
         self._on_steal = on_steal
         self._closed = False
@@ -119,7 +122,7 @@ class SlotRing:
         with self._cond:
             while not self._closed:
                 if self._free:
-                    slot = self._free.pop()
+                    slot = self._free.popleft()
                     slot.state = BUSY
                     slot.reset()
                     return slot

@@ -25,8 +25,10 @@ class FrameResult:
     """What the composite stage hands to every sink for one frame.
 
     ``mask`` is float32 in [0, 1] at frame size (after refinement); ``frame`` is the
-    composed BGR uint8 image; ``source`` is the captured BGR frame (may be the same
-    buffer the slot reuses: sinks that keep it must copy). Timestamps are ns:
+    composed BGR uint8 image; ``source`` is the captured BGR frame. All three are buffers
+    of a recycled frame slot: they stay valid while ``submit`` runs and are overwritten
+    a few frames later, so a sink that reads them after ``submit`` returns (in its own
+    thread) copies what it needs in ``submit`` (app.outputs.ThreadedSink does). Timestamps are ns:
     ``capture_ts_ns`` on ``time.time_ns()`` (epoch, for the wire) and
     ``capture_mono_ns`` on ``time.monotonic_ns()`` (for latency).
     """
