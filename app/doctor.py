@@ -153,8 +153,8 @@ def check_jetson(ctx: DoctorContext) -> Check:
         )
     jp = f", JetPack {info['jetpack']}" if info["jetpack"] else ""
     preset = _preset_for(info["model"] or "")
-    hint = f"device preset: --config configs/devices/{preset}.yaml" if preset else ""
-    return Check("jetson", OK, f"{info['model']}: L4T {info['l4t']}{jp}", hint, data=info)
+    tip = f"; thermal preset: configs/devices/{preset}.yaml" if preset else ""
+    return Check("jetson", OK, f"{info['model']}: L4T {info['l4t']}{jp}{tip}", data=info)
 
 
 def _preset_for(model: str) -> Optional[str]:
@@ -218,6 +218,7 @@ def check_cuda(ctx: DoctorContext) -> Check:
         hint = "pip install 'segcam[gpu]' (cuda-python matching this CUDA driver)"
     else:
         hint = "no NVIDIA GPU here: the CPU path is complete, a GPU only makes it faster"
+        reason = reason.split(": pip install")[0]  # installing cuda-python would not help
     return Check("cuda", WARN, f"{reason}; pipeline: CPU (OpenCV/numpy + ONNX Runtime)", hint)
 
 
@@ -250,7 +251,9 @@ def check_onnxruntime(ctx: DoctorContext) -> Check:
     short = ", ".join(p.replace("ExecutionProvider", "") for p in providers)
     detail = f"onnxruntime {ort.__version__}: {short}"
     data = {"version": ort.__version__, "providers": providers}
-    if providers == ["CPUExecutionProvider"] and _jetson(ctx)["is_jetson"]:
+    gpu_eps = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    cpu_only = not any(p in providers for p in gpu_eps)
+    if cpu_only and _jetson(ctx)["is_jetson"] and not ctx.cache.get("tensorrt"):
         return Check(
             "onnxruntime",
             WARN,
