@@ -33,7 +33,8 @@ options:
                         then trtexec on PATH)
   --trt-version X.Y.Z   do not detect the TensorRT version, use this one (for --dry-run on
                         a machine without TensorRT, and tests; also $SEGCAM_TRT_VERSION)
-  --sm NN               GPU compute capability, e.g. 87 (default: detected)
+  --sm NN               GPU compute capability, e.g. 87 (default: detected from the
+                        Jetson device tree, nvidia-smi, or CUDA via segcam)
   --dry-run             print the exact trtexec command and exit
   -v, --verbose         pass --verbose to trtexec and show its whole log
   -h, --help            this help
@@ -195,6 +196,26 @@ case "$trt_major$trt_minor" in '' | *[!0-9]*) die "cannot read TensorRT version 
 if [ "$trt_major" -lt 8 ] || { [ "$trt_major" -eq 8 ] && [ "$trt_minor" -lt 5 ]; }; then
   die "TensorRT $trt_version is too old: segcam needs 8.5 or newer (JetPack 5.1+)"
 fi
+
+# ------------------------------------------------------------------------- GPU SM
+# Without --sm: the Jetson's SoC from the device tree (no CUDA bindings needed), else
+# nvidia-smi on a PC; failing both, segcam asks CUDA itself (needs segcam[gpu]).
+detect_sm() {
+  local compat cap
+  if [ -r /proc/device-tree/compatible ]; then
+    compat="$(tr '\0' ' ' </proc/device-tree/compatible)"
+    case "$compat" in
+      *nvidia,tegra234*) echo 87; return 0 ;; # Orin
+      *nvidia,tegra194*) echo 72; return 0 ;; # Xavier
+    esac
+  fi
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)" || cap=""
+    case "$cap" in [0-9]*.[0-9]*) echo "${cap/./}"; return 0 ;; esac
+  fi
+  return 1
+}
+[ -n "$sm" ] || sm="$(detect_sm)" || sm=""
 
 # ------------------------------------------------------------------------- plan
 plan_args=(engine plan "$onnx" --profile "$profile" --precision "$precision" --trt-version "$trt_version")
