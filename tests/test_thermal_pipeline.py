@@ -207,3 +207,54 @@ def test_hot_switches_to_the_light_model_and_back(
     assert all(i["inferred"] for i in sink.items[back[0] :][:1])  # fresh start, no stale mask
     assert gov.state == "normal"
     assert gov.status()["light_model"] == "ready"
+
+
+def test_transition_is_published_on_the_telemetry_topic(tmp_path: Path, selfie_onnx: Path) -> None:
+    """A real ZeroMQ subscriber on loopback sees the governor's state and last transition."""
+    from app.inference.onnxruntime import OnnxRuntimeBackend
+    from app.inference.profile import load_profile
+    from app.outputs import build_sinks
+    from app.pipeline.runner import Runner
+    from app.publish.subscriber import MaskSubscriber
+    from app.sources import open_source
+
+    orin_tree(tmp_path, 74.0)
+    cfg = load_config(
+        None,
+        [
+            "input.uri=demo",
+            "input.width=160",
+            "input.height=120",
+            "inference.device=cpu",
+            "inference.threads=1",
+            "pipeline.status_interval_s=0",
+            "publish.enabled=true",
+            "publish.bind=[tcp://127.0.0.1:*]",
+            "publish.telemetry_interval_s=0.1",
+            f"thermal.sysfs_root={tmp_path}",
+            "thermal.sensor=sysfs",
+            "thermal.interval_s=0.05",
+        ],
+    )
+    backend = OnnxRuntimeBackend(load_profile("mediapipe-selfie"), selfie_onnx, threads=1)
+    sinks = build_sinks(cfg)
+    runner = Runner(cfg, open_source(cfg.input), backend, sinks, extensions=[ThermalGovernor(cfg)])
+    worker = threading.Thread(target=runner.run, kwargs={"max_seconds": 60}, daemon=True)
+    worker.start()
+    try:
+        assert runner.first_frame_event.wait(30)
+        endpoint = sinks[0].endpoints[0]
+        thermal = None
+        with MaskSubscriber(endpoint, topics=("telemetry",), timeout=15) as sub:
+            for msg in sub:
+                thermal = msg.data.get("extensions", {}).get("thermal")
+                if thermal and thermal.get("state") == "warm":
+                    break
+        assert thermal is not None and thermal["state"] == "warm"
+        assert thermal["temp_c"] == 74.0
+        assert thermal["last_transition"]["from"] == "normal"
+        assert thermal["last_transition"]["threshold_c"] == 70.0
+    finally:
+        runner.request_stop("test done")
+        worker.join(30)
+    assert not worker.is_alive()
