@@ -91,11 +91,14 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _blur_plan(strength: int) -> Tuple[int, int]:
+def blur_plan(strength: int) -> Tuple[int, int]:
     """(downscale factor, odd kernel size at the reduced size) for a blur strength."""
     d = 4 if strength >= 16 else (2 if strength >= 6 else 1)
     k = max(3, (strength // d) | 1)
     return d, k
+
+
+_blur_plan = blur_plan  # older name, used by the GPU compositor
 
 
 class _VideoBackground:
@@ -184,6 +187,10 @@ class Compositor:
         self._inv: Optional[np.ndarray] = None
         self._weight: Optional[np.ndarray] = None
 
+    def follow_knobs(self, knobs: Any) -> None:
+        """Apply a run-time ``knobs.background`` change (done by :meth:`compose` itself)."""
+        self._follow_knobs(knobs)
+
     def _follow_knobs(self, knobs: Any) -> None:
         items = getattr(knobs, "background", ()) if knobs is not None else ()
         if not items or items == self._items:
@@ -241,7 +248,7 @@ class Compositor:
 
     def _blurred(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
-        d, k = _blur_plan(self.cfg.blur)
+        d, k = blur_plan(self.cfg.blur)
         key = (w, h)
         buf = self._bg_cache.get(key)
         if buf is None:
@@ -337,4 +344,4 @@ def blend_reference(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndar
     return np.floor(v + np.float32(0.5)).clip(0, 255).astype(np.uint8)
 
 
-__all__ = ["Compositor", "blend_reference", "check_background"]
+__all__ = ["Compositor", "blend_reference", "blur_plan", "check_background"]

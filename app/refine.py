@@ -166,6 +166,11 @@ class MaskRefiner:
         """The current smoothed mask at model resolution (None before the first)."""
         return self._state
 
+    def load_state(self, state: np.ndarray) -> None:
+        """Continue from ``state`` (HxW float32 at model resolution), e.g. a GPU's history."""
+        self._state = np.array(state, dtype=np.float32, copy=True)
+        self._tmp = np.empty_like(self._state)
+
     def smooth_only(self, prob: np.ndarray, smoothing: float) -> np.ndarray:
         """Step 1 alone: update and return the history (model resolution)."""
         prob = np.asarray(prob, dtype=np.float32)
