@@ -131,6 +131,19 @@ def test_changed_onnx_is_refused_with_what_differs(
     assert "rebuild it: build_engine.sh" in line
 
 
+def test_missing_engine_names_the_engines_that_are_there(
+    device: Any, monkeypatch: Any, model: Path, tmp_path: Path, caplog: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_module("8.5.2.2"))
+    _engine(model, tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorrt", device)
+    backend, _ = select_backend(_cfg(tmp_path), load_profile("mediapipe-selfie"), model)
+    backend.close()
+    (line,) = _warnings(caplog)
+    assert "mediapipe-selfie.fp16.trt10.3.sm87.engine; the directory has" in line
+    assert "mediapipe-selfie.fp16.trt8.5.sm87.engine (another TensorRT, GPU or precision)" in line
+
+
 def test_engine_of_another_tensorrt_is_refused(
     device: Any, monkeypatch: Any, model: Path, tmp_path: Path, caplog: Any
 ) -> None:

@@ -33,6 +33,7 @@ from app.inference.engine_meta import (
     RuntimeFacts,
     check_engine,
     engine_filename,
+    find_engines,
     rebuild_command,
     sha256_file,
     sm_string,
@@ -621,6 +622,14 @@ def select_tensorrt(
             ),
             gpu=gpu,
         )
+    if not path.is_file():
+        others = [p.name for p in find_engines(path.parent, profile.name)]
+        if others:
+            return refuse(
+                f"no TensorRT engine at {path}; the directory has {', '.join(others[:3])} "
+                "(another TensorRT, GPU or precision)",
+                f"build one: {rebuild}",
+            )
     try:
         meta = check_engine(path, facts, rebuild)
         backend = TensorRTBackend(profile, path, memory=memory, meta=meta, rebuild=rebuild)
