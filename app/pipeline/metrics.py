@@ -208,7 +208,7 @@ def status_line(snap: Dict[str, Any], extensions: Optional[Dict[str, Any]] = Non
     p50s = " ".join(
         f"{name} {v['p50_ms']:.1f}"
         for name, v in snap["stages"].items()
-        if v.get("p50_ms") is not None
+        if v.get("p50_ms") is not None and "/" not in name  # sub-steps: summary only
     )
     if p50s:
         parts.append(f"p50 ms [{p50s}]")
