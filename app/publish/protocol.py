@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -210,6 +211,27 @@ def _png_size(payload: bytes) -> Sequence[int]:
     return height, width, depth, colour
 
 
+def _check_png_chunks(payload: bytes) -> None:
+    """Every chunk lies inside the payload, has a correct CRC, and IEND ends the file.
+
+    Checked before OpenCV sees the bytes: libpng spends seconds on a chunk length that
+    points far past the end, which would let one bad message stall a subscriber.
+    """
+    pos, end = 8, len(payload)
+    while pos + 12 <= end:
+        (length,) = struct.unpack(">I", payload[pos : pos + 4])
+        if length > end - pos - 12:
+            raise MalformedMessage("PNG chunk runs past the end of the payload")
+        body = payload[pos + 4 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", payload[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(body) & 0xFFFFFFFF != crc:
+            raise MalformedMessage("PNG chunk CRC mismatch")
+        pos += 12 + length
+        if body[:4] == b"IEND":
+            return
+    raise MalformedMessage("PNG without IEND")
+
+
 def _jpeg_size(payload: bytes) -> Sequence[int]:
     """(height, width) from a JPEG's first SOFn marker, without decoding."""
     if len(payload) < 4 or payload[:2] != b"\xff\xd8":
@@ -257,6 +279,7 @@ def decode_mask_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
                 f"PNG is {pw}x{ph} depth {depth} colour type {colour}, "
                 f"expected {w}x{h} 8-bit greyscale"
             )
+        _check_png_chunks(payload)
         import cv2
 
         buf = np.frombuffer(bytes(payload), dtype=np.uint8)
@@ -264,7 +287,10 @@ def decode_mask_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
         if mask is None or mask.shape != (h, w) or mask.dtype != np.uint8:
             raise MalformedMessage("PNG payload does not decode to the header's size")
     else:
-        mask = rle.decode(payload, h, w)
+        try:
+            mask = rle.decode(payload, h, w)
+        except ProtocolError as exc:
+            raise MalformedMessage(f"bad RLE payload: {exc.message}") from None
     if values == "binary" and mask.size and int(mask.max()) > 1:
         raise MalformedMessage("binary mask has values other than 0 and 1")
     return mask
