@@ -49,6 +49,8 @@ class Preprocessor:
         self._scale = np.float32(profile.scale)
         self._mean = np.asarray(profile.mean, dtype=np.float32)
         self._std = np.asarray(profile.std, dtype=np.float32)
+        self._sub = bool(np.any(self._mean != 0.0))
+        self._div = bool(np.any(self._std != 1.0))
         self._resized = np.empty((h, w, 3), dtype=np.uint8)
         self._work = np.empty((h, w, 3), dtype=np.float32)
         self._out = np.empty(profile.input_shape, dtype=profile.np_dtype)
@@ -80,8 +82,11 @@ class Preprocessor:
         src = resized[:, :, ::-1] if p.color_order == "RGB" else resized
         work = out[0] if self._in_place else self._work
         np.multiply(src, self._scale, out=work, dtype=np.float32)
-        np.subtract(work, self._mean, out=work)
-        np.divide(work, self._std, out=work)
+        # Subtracting 0 and dividing by 1 are exact identities in IEEE arithmetic: skip them.
+        if self._sub:
+            np.subtract(work, self._mean, out=work)
+        if self._div:
+            np.divide(work, self._std, out=work)
         if self._in_place:
             return out
         if p.layout == "NCHW":
