@@ -62,6 +62,7 @@ class _ArrivalSink:
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
         self.arrivals: List[float] = []
+        self.cpu: List[float] = []  # process CPU time at the first and last measured frame
         self.runner: Any = None
 
     def attach(self, runner: Any) -> None:
@@ -73,7 +74,12 @@ class _ArrivalSink:
     def submit(self, result: Any) -> bool:
         now = time.perf_counter()
         self.arrivals.append(now)
-        if len(self.arrivals) == self.warmup and self.runner is not None:
+        n = len(self.arrivals)
+        if n == self.warmup + 1:
+            self.cpu = [time.process_time()] * 2
+        elif n > self.warmup + 1:
+            self.cpu[1] = time.process_time()
+        if n == self.warmup and self.runner is not None:
             self.runner.metrics.reset_samples()
         return True
 
@@ -89,6 +95,14 @@ class _ArrivalSink:
         if len(t) < 2 or t[-1] <= t[0]:
             return 0.0
         return (len(t) - 1) / (t[-1] - t[0])
+
+    def cpu_use(self) -> Tuple[Optional[float], Optional[float]]:
+        """(process CPU ms per frame, cores kept busy) over the measured frames."""
+        t = self.arrivals[self.warmup :]
+        if len(t) < 2 or not self.cpu or t[-1] <= t[0]:
+            return None, None
+        cpu = self.cpu[1] - self.cpu[0]
+        return round(cpu / (len(t) - 1) * 1e3, 2), round(cpu / (t[-1] - t[0]), 2)
 
 
 def _stage_table(snap: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -127,6 +141,7 @@ def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
             raise runner.error
         pipe = runner.metrics.snapshot()
         pipe_fps = probe.fps()
+        pipe_cpu, pipe_cores = probe.cpu_use()
         log.info("pipelined: %.2f fps", pipe_fps)
     finally:
         backend.close()
@@ -154,6 +169,10 @@ def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
         "bound_ratio": round(pipe_fps / bound, 3) if bound > 0 else None,
         "stages": _stage_table(pipe),
         "sequential_stages": _stage_table(seq),
+        "sequential_cpu_ms_per_frame": seq.get("cpu_ms_per_frame"),
+        "pipelined_cpu_ms_per_frame": pipe_cpu,
+        "sequential_cores_used": seq.get("cores_used"),
+        "pipelined_cores_used": pipe_cores,
         "glass_to_glass_ms": pipe["glass_to_glass_ms"],
         "sequential_glass_to_glass_ms": seq["glass_to_glass_ms"],
         "drops": pipe["drops"],
@@ -197,6 +216,11 @@ def format_table(result: Dict[str, Any]) -> str:
         f"speedup {result['speedup']}x; slowest stage {result['slowest_stage']} bounds "
         f"pipelining at {result['slowest_stage_bound_fps']} fps (reached "
         f"{result['bound_ratio']} of it)"
+    )
+    lines.append(
+        f"CPU per frame: sequential {result['sequential_cpu_ms_per_frame']} ms "
+        f"({result['sequential_cores_used']} cores busy), pipelined "
+        f"{result['pipelined_cpu_ms_per_frame']} ms ({result['pipelined_cores_used']} cores busy)"
     )
     m = result["machine"]
     lines.append(f"machine: {m['cpu_count']} CPUs, {m['processor']}, load {m['load_average']}")

@@ -24,8 +24,8 @@ def run_sequential(
 ) -> Dict[str, Any]:
     """Process ``warmup + frames`` frames in one loop; metrics cover the last ``frames``.
 
-    Returns the metrics snapshot plus ``fps`` (frames / seconds over the measured frames)
-    and ``seconds``.
+    Returns the metrics snapshot plus ``fps`` (frames / seconds over the measured frames),
+    ``seconds``, ``cpu_ms_per_frame`` and ``cores_used`` (process CPU time / wall time).
     """
     metrics = PipelineMetrics(list(SEQUENTIAL_STAGES))
     slot = FrameSlot(0)
@@ -33,9 +33,11 @@ def run_sequential(
     steps = (stages.preprocess, stages.infer, stages.composite)
     measured = 0
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for i in range(warmup + frames):
         if i == warmup:
             start = time.perf_counter()
+            cpu_start = time.process_time()
         t0 = time.perf_counter()
         got = source.read()
         if got is None:
@@ -65,7 +67,12 @@ def run_sequential(
         metrics.count_in()
         metrics.frame_done(mono_ns)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     snap = metrics.snapshot()
+    # CPU seconds of the whole process (all threads) per frame, and how many cores that
+    # kept busy on average: on a shared machine this shows how much CPU the run really got.
+    snap["cpu_ms_per_frame"] = round(cpu / measured * 1e3, 2) if measured else None
+    snap["cores_used"] = round(cpu / seconds, 2) if seconds > 0 else None
     snap["fps"] = round(measured / seconds, 3) if seconds > 0 and measured else 0.0
     snap["seconds"] = round(seconds, 3)
     return snap
