@@ -97,6 +97,8 @@ def test_fp16_engine_io(
     try:
         assert backend.input_spec.dtype == "float16"
         assert backend.output_spec.dtype == "float16"
+        # the profile (and so the GPU preprocess kernel) says float32: host tensors only
+        assert not backend.supports_device
         tensor = preprocess(portrait_bgr, profile)  # float32: infer() casts to the engine's fp16
         got = backend.infer(tensor)
         assert got.dtype == np.float16

@@ -289,6 +289,18 @@ class TensorRTBackend:
         version = tensorrt_version(self._trt)
         precision = meta.precision if meta else "?"
         self.provider = f"tensorrt:{version}:{precision}"
+        if self.input_spec.dtype != profile.dtype:
+            # The GPU preprocess kernel writes the profile's dtype; an engine built with
+            # float16 I/O from a float32 ONNX (--io-fp16) then takes host tensors only
+            # (infer() casts), so the GPU path must not hand it device pointers.
+            self.supports_device = False
+            log.info(
+                "engine input %s is %s but profile %s says %s: host inference only",
+                self.input_spec.name,
+                self.input_spec.dtype,
+                profile.name,
+                profile.dtype,
+            )
 
     # -- loading -------------------------------------------------------------
 
