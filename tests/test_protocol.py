@@ -69,9 +69,10 @@ def test_full_hd_roundtrip(encoding: str, values: str) -> None:
 
 
 def test_quantize() -> None:
-    m = np.array([[0.0, 0.2, 0.5, 0.501, 1.0, 1.7, -0.3]], np.float32)
-    assert protocol.quantize(m, "probability", 0.5).tolist() == [[0, 51, 128, 128, 255, 255, 0]]
-    assert protocol.quantize(m, "binary", 0.5).tolist() == [[0, 0, 1, 1, 1, 1, 0]]
+    m = np.array([[0.0, 0.2, 0.5, 0.501, 1.0, 1.7, 0.998]], np.float32)
+    assert protocol.quantize(m, "probability", 0.5).tolist() == [[0, 51, 128, 128, 255, 255, 254]]
+    assert protocol.quantize(m, "binary", 0.5).tolist() == [[0, 0, 1, 1, 1, 1, 1]]
+    assert not np.shares_memory(protocol.quantize(m, "binary", 0.5), m)
     u8 = np.array([[0, 127, 128, 255]], np.uint8)
     assert protocol.quantize(u8, "binary", 0.5).tolist() == [[0, 0, 1, 1]]
 

@@ -92,21 +92,25 @@ class Message:
 
 
 def quantize(mask: np.ndarray, values: str, threshold: float) -> np.ndarray:
-    """uint8 H x W mask for the wire: probability 0..255 (rounded) or binary 0/1.
+    """A new uint8 H x W array for the wire: probability 0..255 or binary 0/1.
 
-    ``mask`` is float in [0, 1] (or already uint8 0..255). Binary means
-    ``probability >= threshold``.
+    ``mask`` is float in [0, 1] (or uint8 0..255). Probability is ``round(p * 255)``
+    saturated to 0..255 (OpenCV's ``convertScaleAbs``: one fast pass; the refiner keeps
+    masks in [0, 1]); binary is ``p >= threshold``. Never returns a view of ``mask``.
     """
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.dtype == np.uint8:
         if values == "binary":
-            return (mask >= int(round(threshold * 255))).astype(np.uint8)
-        return np.ascontiguousarray(mask)
+            return (mask >= int(round(threshold * 255))).view(np.uint8)
+        return mask.copy()
     if values == "binary":
-        return (mask >= threshold).astype(np.uint8)
-    scaled = np.clip(mask, 0.0, 1.0) * 255.0 + 0.5
-    return scaled.astype(np.uint8)
+        return (mask >= threshold).view(np.uint8)
+    import cv2
+
+    if mask.dtype not in (np.float32, np.float64):
+        mask = mask.astype(np.float32)
+    return cv2.convertScaleAbs(mask, alpha=255.0)
 
 
 def encode_mask(mask: np.ndarray, encoding: str, png_level: int = 1) -> bytes:

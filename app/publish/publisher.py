@@ -89,12 +89,18 @@ def exposure_warning(cfg: Any) -> Optional[str]:
 
 @dataclass
 class PublishJob:
-    """What the sink hands the publisher thread for one frame."""
+    """What the sink hands the publisher thread for one frame.
+
+    ``mask`` is the wire-ready uint8 mask (quantised, scaled) and ``frame`` a copy of the
+    composed frame (or None): both owned by the job, as the pipeline recycles its buffers.
+    """
 
     frame_id: int
     capture_ts_ns: int
     mask: np.ndarray
     frame: Optional[np.ndarray]
+    frame_width: int
+    frame_height: int
     model_id: str
     threshold: float
     inferred: bool
@@ -333,30 +339,21 @@ class MaskPublisher:
     def _publish_job(self, job: PublishJob) -> None:
         t0 = time.perf_counter()
         cfg = self.cfg
+        wire = job.mask
         try:
-            mask = job.mask
-            if cfg.downscale > 1:
-                import cv2
-
-                h, w = mask.shape[:2]
-                size = (max(1, w // cfg.downscale), max(1, h // cfg.downscale))
-                src = mask if mask.dtype != np.float16 else mask.astype(np.float32)
-                mask = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
-            wire = protocol.quantize(mask, cfg.values, job.threshold)
             payload = protocol.encode_mask(wire, cfg.encoding)
         except (ValueError, protocol.ProtocolError) as exc:
             self._count("encode_errors")
             log.warning("mask %d not published: %s", job.frame_id, exc)
             return
         header = protocol.base_header(self.stream, self.session, 0, cfg.encoding)
-        fh, fw = job.mask.shape[:2]
         header.update(
             frame_id=int(job.frame_id),
             capture_ts_ns=int(job.capture_ts_ns),
             width=int(wire.shape[1]),
             height=int(wire.shape[0]),
-            frame_width=int(fw),
-            frame_height=int(fh),
+            frame_width=int(job.frame_width),
+            frame_height=int(job.frame_height),
             values=cfg.values,
             dtype="uint8",
             model=job.model_id,
