@@ -232,3 +232,20 @@ def test_segcam_run_uses_a_matching_engine(
     assert main(args) == 0
     lines = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("inference: tensorrt:fp16 (engine mediapipe-selfie") for m in lines)
+
+
+def test_gpu_failure_while_loading_falls_back(
+    device: Any, monkeypatch: Any, model: Path, tmp_path: Path, caplog: Any
+) -> None:
+    from app.errors import GpuError
+
+    def no_memory() -> Any:
+        raise GpuError("cuMemAlloc failed: CUDA_ERROR_OUT_OF_MEMORY", "free GPU memory")
+
+    _engine(model, tmp_path)
+    monkeypatch.setattr(trt_backend, "CudaMemory", no_memory)
+    backend, _ = select_backend(_cfg(tmp_path), load_profile("mediapipe-selfie"), model)
+    backend.close()
+    assert backend.name == "onnxruntime"
+    (line,) = _warnings(caplog)
+    assert "cuMemAlloc failed: CUDA_ERROR_OUT_OF_MEMORY; free GPU memory" in line

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from app.errors import BackendError, EngineError
+from app.errors import BackendError, EngineError, GpuError
 from app.inference.backend import TensorSpec, describe_specs
 from app.inference.engine_meta import (
     EngineMeta,
@@ -645,8 +645,8 @@ def select_tensorrt(
     try:
         meta = check_engine(path, facts, rebuild)
         backend = TensorRTBackend(profile, path, memory=memory, meta=meta, rebuild=rebuild)
-    except EngineError as exc:
-        return refuse(exc.message, exc.hint)
+    except (BackendError, GpuError) as exc:  # EngineError is a BackendError
+        return refuse(exc.message, exc.hint or f"rebuild it: {rebuild}")
     reason = (
         f"tensorrt:{meta.precision} (engine {path.name} matches TensorRT {version}, "
         f"{gpu.name} SM {sm}, ONNX)"
