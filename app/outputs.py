@@ -98,7 +98,11 @@ class ThreadedSink:
         self._thread.start()
 
     def submit(self, result: FrameResult) -> bool:
-        """Copy what this sink needs from ``result``; never waits unless ``lossless``."""
+        """Copy what this sink needs from ``result``; never waits unless ``lossless``.
+
+        Returns True: this frame is taken (an older one still waiting is dropped and
+        counted); False only once the sink is stopping.
+        """
         with self._cond:
             if self._stopping:
                 return False
@@ -108,17 +112,15 @@ class ThreadedSink:
                         if not getattr(self._runner, "eos_event", threading.Event()).is_set():
                             break
                     self._cond.wait(0.05)
-            accepted = True
             if self._pending is not None:
-                item = self._pending  # replace the frame that was still waiting
+                item = self._pending  # replace the (older) frame that was still waiting
                 self.dropped += 1
-                accepted = False
             else:
                 item = self._items[0] if self._busy is not self._items[0] else self._items[1]
             self._fill(item, result)
             self._pending = item
             self._cond.notify_all()
-        return accepted
+        return True
 
     def stop(self, timeout: float = 2.0) -> None:
         """Write the frame still waiting, close the output, join within ``timeout``."""
