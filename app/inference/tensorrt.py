@@ -270,6 +270,7 @@ class TensorRTBackend:
         self._dev_in = 0
         self._dev_out = 0
         self._bound: Dict[str, int] = {}
+        self._event = 0
         self._context: Any = None
         self._engine: Any = None
         self._runtime: Any = None
@@ -396,6 +397,12 @@ class TensorRTBackend:
             self.outputs.append(TensorSpec(name, shape, dtype.name))
         self.output_spec = self._choose_output()
         self.input_spec = self.inputs[0]
+        if self.output_spec.dtype not in ("float32", "float16"):
+            raise EngineError(
+                f"engine output {self.output_spec.describe()} is not a float score map "
+                "(an argmax label map?)",
+                "export the model with its probabilities or logits as output",
+            )
 
     def _choose_output(self) -> TensorSpec:
         p = self.profile
@@ -457,8 +464,10 @@ class TensorRTBackend:
             raise BackendError("the TensorRT backend is closed")
         self._set_address(self.input_spec.name, in_ptr)
         self._set_address(self.output_spec.name, out_ptr)
-        if event and not self._context.set_input_consumed_event(int(event)):
-            raise BackendError("TensorRT refused the input-consumed event")
+        if event != self._event:  # 0 clears it: TensorRT keeps recording a set event
+            if not self._context.set_input_consumed_event(int(event)):
+                raise BackendError("TensorRT refused the input-consumed event")
+            self._event = event
         if not self._context.execute_async_v3(int(stream)):
             why = self._logger.errors[-1] if self._logger.errors else "see the TensorRT log"
             raise BackendError(f"TensorRT execute_async_v3 failed: {why}")
