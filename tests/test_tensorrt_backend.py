@@ -184,6 +184,9 @@ def test_infer_device_uses_the_callers_pointers_and_stream(
         assert ctx.get_tensor_address("activation_10") == out_ptr
         got = host_array(out_ptr, (1, 256, 256, 1), np.float32)
         np.testing.assert_allclose(got, ort_backend.infer(tensor), atol=1e-6)
+        backend.infer_device(in_ptr, out_ptr, stream=0xBEEF)
+        assert ctx.consumed_event == 0  # cleared when the caller stops passing one
+        assert ctx.enqueued == [0xBEEF, 0xBEEF]
     finally:
         backend.close()
         ort_backend.close()
