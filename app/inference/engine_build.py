@@ -107,7 +107,7 @@ class _Ticker:
     """Elapsed-time reports while a build without a progress monitor runs (TensorRT 8.5)."""
 
     def __init__(self, say: Progress, t0: float, interval: float) -> None:
-        self._say, self._t0, self._interval = say, t0, interval
+        self._say, self._t0, self._interval = say, t0, max(interval, 0.05)  # never spin
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine-build-ticker", daemon=True)
 
