@@ -435,3 +435,31 @@ def test_governor_bug_is_reported_to_the_runner() -> None:
         time.sleep(0.02)
     gov.stop()
     assert holder.errors and holder.errors[0][1] == "thermal"
+
+
+def test_jtop_service_dying_mid_run_falls_back_to_sysfs(tmp_path: Path) -> None:
+    """jtop is the stand-in of test_thermal_sensors (jtop's documented shapes); its
+    service goes away after start, so ok() turns False and reads fail."""
+    from test_thermal_sensors import FakeJtop
+
+    orin_tree(tmp_path, 81.0)
+    clients = []
+
+    def factory(interval: float) -> FakeJtop:
+        client = FakeJtop(interval)
+        client.cpu = 72.0
+        clients.append(client)
+        return client
+
+    gov = ThermalGovernor(_cfg(tmp_path, "thermal.sensor=jtop"), jtop_factory=factory)
+    holder = Holder()
+    gov.start(holder)
+    gov.stop()  # drive it tick by tick
+    assert gov.sensor.name == "jtop" and gov.state == "warm"  # 72 C from jtop
+    clients[0].running = False  # the service went away
+    for _ in range(3):
+        assert gov.tick() == "warm"  # no reading: the state holds
+    assert gov.sensor.name == "sysfs"
+    assert clients[0].closed
+    assert gov.tick() == "hot"  # 81 C from the files
+    assert "jtop failed" in gov.sensor_reason

@@ -105,9 +105,12 @@ def test_warm_infers_every_third_frame_and_outputs_every_frame(
     # Frames captured before the governor's first reading may still run at stride 1;
     # from the first skipped frame on, exactly one frame in three is inferred.
     first_skip = inferred.index(False)
-    assert first_skip <= 8
-    tail = inferred[first_skip - 1 :]
+    assert first_skip <= 20  # frames captured before the first reading (load-dependent)
+    settled = inferred.index(True, first_skip)  # first inference at the new stride
+    assert settled - first_skip <= 2
+    tail = inferred[settled:]
     assert all(sum(tail[i : i + 3]) == 1 for i in range(len(tail) - 2))
+    assert len(tail) >= n - first_skip - 2
     assert abs(snap["inferences"] - n / 3) <= first_skip
     assert runner.status()["extensions"]["thermal"]["state"] == "warm"
 

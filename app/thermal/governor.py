@@ -21,10 +21,12 @@ from app.thermal.nvpmodel import request_nvpmodel
 from app.thermal.policy import STATES, describe_action, knob_changes, level, next_state
 from app.thermal.sample import ThermalSample, describe
 from app.thermal.sensors import open_sensor
+from app.thermal.sysfs import SysfsSensor
 
 log = logging.getLogger("segcam.thermal")
 
 _BASE_KEYS = ("infer_every", "fps_cap", "profile_override")
+JTOP_FAILURES = 3  # consecutive failed jtop reads before switching to sysfs
 
 
 class SensorTimeout(ThermalError):
@@ -121,7 +123,10 @@ class ThermalGovernor:
         self.sensor_reason = "given" if sensor is not None else ""
         self._jtop_factory = jtop_factory
         self._nvpmodel_runner = nvpmodel_runner
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards what status() reads
+        # Serialises knob changes: sampler (transitions), reload thread, light-model builder.
+        self._act_lock = threading.RLock()
+        self._failures = 0  # consecutive failed reads (jtop falls back to sysfs after a few)
         self.state = "normal"
         self._since = time.monotonic()
         self.latest: Optional[ThermalSample] = None
@@ -178,7 +183,7 @@ class ThermalGovernor:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sampling and give the knobs back as the user set them (bounded)."""
+        """Stop sampling and close the sensor (bounded); the knobs stay as they are."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.tcfg.read_timeout_s + 1.0)
@@ -222,20 +227,45 @@ class ThermalGovernor:
                 sample = self.sensor.read()
         except SensorTimeout as exc:
             self.timeouts += 1
-            self._note_error(str(exc))
+            self._read_failed(str(exc))
             return self.state
         except ThermalError as exc:
             self.errors += 1
-            self._note_error(str(exc))
+            self._read_failed(str(exc))
             return self.state
         except (OSError, ValueError) as exc:
             self.errors += 1
-            self._note_error(f"{getattr(self.sensor, 'name', 'sensor')}: {exc}")
+            self._read_failed(f"{getattr(self.sensor, 'name', 'sensor')}: {exc}")
             return self.state
+        self._failures = 0
         if self.error is not None:
             log.info("sensor readings are back (%s)", self.sensor_reason)
             self.error = None
         return self.observe(sample)
+
+    def _read_failed(self, message: str) -> None:
+        self._failures += 1
+        self._note_error(message)
+        if getattr(self.sensor, "name", "") == "jtop" and self._failures >= JTOP_FAILURES:
+            self._fall_back_to_sysfs(message)
+
+    def _fall_back_to_sysfs(self, why: str) -> None:
+        """jtop keeps failing (service stopped, hung): read the kernel's files instead."""
+        sysfs = SysfsSensor(self.tcfg.sysfs_root)
+        if not sysfs.available:
+            return  # nothing better: keep trying jtop, the state holds meanwhile
+        log.warning("jtop failed %d times in a row (%s); switching to sysfs", self._failures, why)
+        old, old_reader = self.sensor, self._reader
+        self.sensor = sysfs
+        self.sensor_reason = f"sysfs ({len(sysfs.files)} sensors; jtop failed: {why})"
+        self._reader = TimedReader(sysfs) if old_reader is not None else None
+        self._failures = 0
+        if old_reader is not None:
+            old_reader.close()
+        try:
+            old.close()
+        except Exception as exc:  # noqa: BLE001 - a broken jtop client may fail to close
+            log.debug("closing jtop: %s", exc)
 
     def observe(self, sample: ThermalSample) -> str:
         """Apply the policy to one sample (the sampler calls this; tests may too)."""
@@ -276,17 +306,17 @@ class ThermalGovernor:
         zone names apply from the next reading; the user's stride becomes the reloaded
         ``refine.infer_every`` and the current state's action is applied on top of it.
         """
-        with self._lock:
-            self.cfg = cfg
-            self.tcfg = cfg.thermal
-            state = self.state
-        if self._knobs is None:
-            return
-        if state == "normal":
-            self._remember_base()
-            return
-        self._base["infer_every"] = cfg.refine.infer_every
-        self._apply(state)
+        with self._act_lock:
+            with self._lock:
+                self.cfg = cfg
+                self.tcfg = cfg.thermal
+            if self._knobs is None:
+                return
+            if self.state == "normal":
+                self._remember_base()
+                return
+            self._base["infer_every"] = cfg.refine.infer_every
+            self._apply()
 
     # ----------------------------------------------------------------- actions
 
@@ -316,11 +346,13 @@ class ThermalGovernor:
             "at": time.time(),
             "actions": describe_action(action, light),
         }
-        with self._lock:
-            self.state = new
-            self._since = time.monotonic()
-            self.transitions.append(record)
-            self.transition_count += 1
+        with self._act_lock:
+            with self._lock:
+                self.state = new
+                self._since = time.monotonic()
+                self.transitions.append(record)
+                self.transition_count += 1
+            self._apply()
         word = "above" if level(new) > level(old) else "below"
         logf = log.warning if level(new) > level(old) else log.info
         logf(
@@ -334,29 +366,29 @@ class ThermalGovernor:
             describe(sample.temps),
             record["actions"],
         )
-        self._apply(new)
         if action.light_profile and not light and level(new) > level(old):
             log.info("%s asks for a light profile but model.light_profile is empty", new)
         if action.nvpmodel >= 0:
             self._request_nvpmodel(action.nvpmodel)
 
-    def _apply(self, state: str) -> None:
-        """Set the knobs for ``state``; the light profile only once its stages are ready."""
-        if self._knobs is None:
-            return
-        action: ThermalAction = getattr(self.tcfg.actions, state)
-        light = self._light
-        if light is not None and state != "normal":
-            light.ensure()  # prepare it while warm, before a hotter state needs it
-        name = light.name if light is not None and light.ready else ""
-        self._knobs.update(**knob_changes(action, self._base, self.tcfg, name))
+    def _apply(self) -> None:
+        """Set the knobs for the current state (light profile only once its stages exist)."""
+        with self._act_lock:
+            if self._knobs is None:
+                return
+            state = self.state
+            action: ThermalAction = getattr(self.tcfg.actions, state)
+            light = self._light
+            if light is not None and state != "normal":
+                light.ensure()  # prepare it while warm, before a hotter state needs it
+            name = light.name if light is not None and light.ready else ""
+            self._knobs.update(**knob_changes(action, self._base, self.tcfg, name))
 
     def _light_ready(self) -> None:
         # Called by the builder thread: switch now if the current state wants the light model.
-        with self._lock:
-            state = self.state
-        if getattr(self.tcfg.actions, state).light_profile:
-            self._apply(state)
+        with self._act_lock:
+            if getattr(self.tcfg.actions, self.state).light_profile:
+                self._apply()
 
     def _request_nvpmodel(self, mode: int) -> None:
         if not self.tcfg.allow_nvpmodel:
