@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Protocol, Tuple
 
 from app.config import ThermalConfig
 from app.errors import ThermalError
@@ -13,16 +13,15 @@ from app.thermal.sysfs import SysfsSensor
 log = logging.getLogger("segcam.thermal")
 
 
-class Sensor:
-    """What every source offers (documentation; sources are duck-typed)."""
+class Sensor(Protocol):
+    """What every temperature source offers (SysfsSensor, JtopSensor, test stand-ins)."""
 
-    name: str = "sensor"
+    name: str
 
-    def read(self) -> ThermalSample:  # pragma: no cover - protocol
+    def read(self) -> ThermalSample:
         """One sample now; raise ThermalError when the source is unusable."""
-        raise NotImplementedError
 
-    def close(self) -> None:  # pragma: no cover - protocol
+    def close(self) -> None:
         """Release the source."""
 
 
@@ -37,7 +36,7 @@ def jtop_installed() -> bool:
 
 def open_sensor(
     cfg: ThermalConfig, jtop_factory: Optional[Callable[..., Any]] = None
-) -> Tuple[Optional[Any], str]:
+) -> Tuple[Optional[Sensor], str]:
     """(sensor, reason) for ``cfg.sensor``; sensor None when nothing can be read.
 
     ``auto`` tries jtop (if jetson-stats is installed or a factory is given), then sysfs.
