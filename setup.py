@@ -8,7 +8,7 @@ built against numpy 1.x. Create the venv with --system-site-packages there (READ
 
 from __future__ import annotations
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ON_ARM_LINUX = "platform_system == 'Linux' and platform_machine == 'aarch64'"
 NOT_ARM_LINUX = "platform_system != 'Linux' or platform_machine != 'aarch64'"
@@ -21,18 +21,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.8",
-    packages=[
-        "app",
-        "app.commands",
-        "app.pipeline",
-        "app.inference",
-        "app.models",
-        "app.gpu",
-        "app.publish",
-        "app.thermal",
-        "app.configs",
-        "app.systemd",
-    ],
+    packages=find_packages(include=["app", "app.*"]) + ["app.configs", "app.systemd"],
     # configs/ and systemd/ live at the top of the repo (the layout users know) and ship
     # inside the package so an installed segcam finds them.
     package_dir={"app.configs": "configs", "app.systemd": "systemd"},
