@@ -463,3 +463,13 @@ def test_jtop_service_dying_mid_run_falls_back_to_sysfs(tmp_path: Path) -> None:
     assert clients[0].closed
     assert gov.tick() == "hot"  # 81 C from the files
     assert "jtop failed" in gov.sensor_reason
+
+
+def test_normal_action_applies_from_the_start(tmp_path: Path) -> None:
+    orin_tree(tmp_path, 40.0)
+    holder = Holder()
+    gov = ThermalGovernor(_cfg(tmp_path, "thermal.actions.normal={fps_cap: 25.0}"))
+    gov.start(holder)
+    gov.stop()
+    assert gov.state == "normal"
+    assert holder.knobs.snapshot().fps_cap == 25.0

@@ -163,6 +163,7 @@ class ThermalGovernor:
             self.sensor_reason = "thermal.enabled is false"
             log.info("governor disabled (thermal.enabled: false)")
             return
+        self._apply()  # the normal state's own action, if it has one
         if self.sensor is None:
             self.sensor, self.sensor_reason = open_sensor(self.tcfg, self._jtop_factory)
         if self.sensor is None:
@@ -327,9 +328,13 @@ class ThermalGovernor:
         self._base = {k: getattr(snap, k) for k in _BASE_KEYS}
 
     def _transition(self, new: str, sensor: str, temp: float, sample: ThermalSample) -> None:
-        old = self.state
-        if old == "normal":
-            self._remember_base()  # the user's knobs (maybe changed by a reload) to return to
+        with self._act_lock:
+            old = self.state
+            if old == "normal":
+                self._remember_base()  # the user's knobs (maybe reloaded) to return to
+            self._record(old, new, sensor, temp, sample)
+
+    def _record(self, old: str, new: str, sensor: str, temp: float, sample: ThermalSample) -> None:
         action: ThermalAction = getattr(self.tcfg.actions, new)
         light = self.cfg.model.light_profile
         threshold = (
