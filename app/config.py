@@ -474,6 +474,11 @@ def _cross_checks(cfg: Config) -> None:
             "publish.curve.server_secret_key: CURVE is enabled but no server key is set",
             "run `segcam keys generate` and point this key at the .key_secret file",
         )
+    if cfg.publish.encoding == "rle" and cfg.publish.values != "binary":
+        raise ConfigError(
+            f"publish.values: encoding 'rle' carries binary masks only, got {cfg.publish.values!r}",
+            "set publish.values=binary, or publish.encoding=png (or raw) for probabilities",
+        )
 
 
 def _compose(text: str, source: str) -> Tuple[Any, Optional[yaml.Node]]:
