@@ -21,6 +21,7 @@ no permission on its socket, a client/service version mismatch, ``ok()`` False.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -150,12 +151,18 @@ class JtopSensor:
             if isinstance(total, dict) and "cur" in total:
                 sample.power_mw["total"] = float(total["cur"])
 
-    def close(self) -> None:
-        """Disconnect from the service (bounded: jtop's close only joins its own thread)."""
-        try:
-            self._jetson.close()
-        except Exception as exc:  # noqa: BLE001 - closing a broken client must not raise
-            log.debug("jtop close: %s", exc)
+    def close(self, timeout: float = 1.0) -> None:
+        """Disconnect from the service; bounded, since jtop's close() joins a thread."""
+
+        def _close() -> None:
+            try:
+                self._jetson.close()
+            except Exception as exc:  # noqa: BLE001 - closing a broken client must not raise
+                log.debug("jtop close: %s", exc)
+
+        closer = threading.Thread(target=_close, name="jtop-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
 
 
 def _get(obj: Any, attr: str) -> Any:
