@@ -243,8 +243,8 @@ def _pipelined_spans(n: int, overlap: bool):
 def test_overlap_stats_detects_pipelining():
     par = overlap_stats(_pipelined_spans(8, overlap=True))
     seq = overlap_stats(_pipelined_spans(8, overlap=False))
-    assert par["frames"] == 6 and par["both"] == 6
-    assert seq["frames"] == 6 and seq["both"] == 0
+    assert par["frames"] == 5 and par["both"] == 5
+    assert seq["frames"] == 5 and seq["both"] == 0
 
 
 def test_timeline_keeps_the_last_frames():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -33,7 +33,9 @@ from app.gpu.preprocess import resize_tables
 
 log = logging.getLogger("segcam.gpu")
 
-TILE = (32, 8, 1)
+BLOCK = (32, 8, 1)
+TILE = (128, 8)  # pixels per composite block (4 per thread along x)
+BLUR_RMAX = 16  # Gaussian radius blur_small_u8 holds in shared memory
 RMAX = 6  # feather radius handled in the fused kernel (app.refine.FULL_RES_FEATHER_MAX)
 BG_COLOR, BG_IMAGE, BG_SMALL, BG_NONE = 0, 1, 2, 3
 
@@ -176,6 +178,7 @@ class GpuCompositor:
         self._k_rows = module.kernel("gauss_rows_u8")
         self._k_cols = module.kernel("gauss_cols_u8")
         self._k_comp = module.kernel("composite_fused")
+        self._k_blur = module.kernel("blur_small_u8")
         self._state: Optional[DeviceBuffer] = None
         self._state_shape: Optional[Tuple[int, int]] = None
         self._have_state = False
@@ -261,11 +264,13 @@ class GpuCompositor:
 
     # ------------------------------------------------------------------ background
 
-    def _const(self, key: Tuple[Any, ...], values: np.ndarray) -> DeviceBuffer:
+    def _const(self, key: Tuple[Any, ...], make: Callable[[], np.ndarray]) -> DeviceBuffer:
+        """A small constant table on the device, built and uploaded on first use only."""
         buf = self._consts.get(key)
         if buf is None:
+            values = np.ascontiguousarray(make())
             buf = DeviceBuffer(values.nbytes)
-            buf.upload(np.ascontiguousarray(values))
+            buf.upload(values)
             self._consts[key] = buf
         return buf
 
@@ -284,57 +289,76 @@ class GpuCompositor:
         w, h = st.size
         d, k = blur_plan(self.cpu.cfg.blur)
         sw, sh = (w + d - 1) // d, (h + d - 1) // d
-        weights = self._const(("gauss", k), gaussian_fixed_weights(k))
-        block = (32, 8, 1)
-        grid = ((sw + 31) // 32, (sh + 7) // 8, 1)
-        small = st.buffer("small", sw * sh * 3)
+        weights = self._const(("gauss", k), lambda: gaussian_fixed_weights(k))
         blurred = st.buffer("blurred", sw * sh * 3)
-        tmp = st.buffer("tmp16", sw * sh * 3 * 2)
-        if d == 1:
-            src_ptr, src_pitch = frame_ptr, pitch
-        elif w % d == 0 and h % d == 0:
-            self._k_area.launch(
-                grid,
-                block,
-                stream,
-                (
-                    _c_ptr(frame_ptr),
-                    ctypes.c_int(pitch),
-                    _c_ptr(small.ptr),
-                    ctypes.c_int(sw),
-                    ctypes.c_int(sh),
-                    ctypes.c_int(d),
-                ),
-            )
-            src_ptr, src_pitch = small.ptr, sw * 3
+        if d == 1 or (w % d == 0 and h % d == 0):
+            src_ptr, src_pitch, factor = frame_ptr, pitch, d
         else:
             # OpenCV's fractional INTER_AREA is not ported: shrink on the CPU (the frame is
             # on the host anyway) and upload the small image.
+            small = st.buffer("small", sw * sh * 3)
             host = st.buffer("small_host", sw * sh * 3, pinned=True)
             view = host.array((sh, sw, 3))
             cv2.resize(frame_host, (sw, sh), dst=view, interpolation=cv2.INTER_AREA)
             stream.copy_htod(small.ptr, host.host_ptr, sw * sh * 3)
-            src_ptr, src_pitch = small.ptr, sw * 3
-        if src_pitch != sw * 3:  # d == 1 on a padded frame: gauss kernels want packed rows
-            stream_copy_2d(stream, small.ptr, sw * 3, src_ptr, src_pitch, sw * 3, sh)
-            src_ptr = small.ptr
-        for kern, a, b in ((self._k_rows, src_ptr, tmp.ptr), (self._k_cols, tmp.ptr, blurred.ptr)):
-            kern.launch(
+            src_ptr, src_pitch, factor = small.ptr, sw * 3, 1
+        block = (32, 8, 1)
+        grid = ((sw + 31) // 32, (sh + 7) // 8, 1)
+        if k // 2 <= BLUR_RMAX:
+            self._k_blur.launch(
                 grid,
                 block,
                 stream,
                 (
-                    _c_ptr(a),
-                    _c_ptr(b),
+                    _c_ptr(src_ptr),
+                    ctypes.c_int(src_pitch),
+                    ctypes.c_int(factor),
+                    _c_ptr(blurred.ptr),
                     ctypes.c_int(sw),
                     ctypes.c_int(sh),
                     _c_ptr(weights.ptr),
                     ctypes.c_int(k),
                 ),
             )
+        else:  # very strong blur: three passes through device memory
+            small = st.buffer("small", sw * sh * 3)
+            tmp = st.buffer("tmp16", sw * sh * 3 * 2)
+            if factor == 1 and src_ptr != small.ptr:
+                stream_copy_2d(stream, small.ptr, sw * 3, src_ptr, src_pitch, sw * 3, sh)
+            elif factor > 1:
+                self._k_area.launch(
+                    grid,
+                    block,
+                    stream,
+                    (
+                        _c_ptr(src_ptr),
+                        ctypes.c_int(src_pitch),
+                        _c_ptr(small.ptr),
+                        ctypes.c_int(sw),
+                        ctypes.c_int(sh),
+                        ctypes.c_int(factor),
+                    ),
+                )
+            for kern, a, b in (
+                (self._k_rows, small.ptr, tmp.ptr),
+                (self._k_cols, tmp.ptr, blurred.ptr),
+            ):
+                kern.launch(
+                    grid,
+                    block,
+                    stream,
+                    (
+                        _c_ptr(a),
+                        _c_ptr(b),
+                        ctypes.c_int(sw),
+                        ctypes.c_int(sh),
+                        _c_ptr(weights.ptr),
+                        ctypes.c_int(k),
+                    ),
+                )
         if d == 1:
             return BG_IMAGE, blurred.ptr, w * 3, 0, 0
-        tabs = self._const(("bgtab", sw, sh, w, h), resize_tables(sw, sh, w, h))
+        tabs = self._const(("bgtab", sw, sh, w, h), lambda: resize_tables(sw, sh, w, h))
         return BG_SMALL, blurred.ptr, sw * 3, tabs.ptr, tabs.ptr + 16 * w
 
     def _host_background(self, frame_host: np.ndarray, st: _SizeState, stream: Stream) -> int:
@@ -396,9 +420,9 @@ class GpuCompositor:
             dev = st.buffer("mask_in", w * h * 4)
             stream.copy_htod(dev.ptr, host.host_ptr, w * h * 4)
             mask_in = dev.ptr
-        tabs = self._const(("masktab", lw, lh, w, h), mask_tables(lw, lh, w, h))
+        tabs = self._const(("masktab", lw, lh, w, h), lambda: mask_tables(lw, lh, w, h))
         radius = p.feather if (p.feather <= RMAX and mask_in == 0 and not blank) else 0
-        gauss = self._const(("feather", radius), feather_weights(max(radius, 1)))
+        gauss = self._const(("feather", radius), lambda: feather_weights(max(radius, 1)))
 
         mode = self.cpu.mode
         color = [float(c) for c in self.cpu.cfg.color]
@@ -446,7 +470,7 @@ class GpuCompositor:
             _c_ptr(mask_ptr),
         )
         grid = ((w + TILE[0] - 1) // TILE[0], (h + TILE[1] - 1) // TILE[1], 1)
-        self._k_comp.launch(grid, TILE, stream, args)
+        self._k_comp.launch(grid, BLOCK, stream, args)
         return mode == "overlay"
 
     def close(self) -> None:

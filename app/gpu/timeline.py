@@ -4,7 +4,7 @@ Each GPU stage records a start and an end event on its stream for every frame. O
 frame is done, :class:`EventClock` turns them into milliseconds since a reference event
 (host-side work such as CPU inference is placed on the same axis through a host/GPU
 clock pairing taken at start). :class:`Timeline` keeps the last spans; ``overlap()``
-counts frames whose inference overlapped the next frame's preprocess and the previous
+counts frames whose inference overlapped a later frame's preprocess and the previous
 frame's composite; :func:`plot_timeline` draws it (``segcam bench --plot``).
 """
 
@@ -83,7 +83,7 @@ class Timeline:
             self._spans.clear()
 
     def overlap(self) -> Dict[str, Any]:
-        """How often frame i's inference overlapped frame i+1's preprocess / i-1's composite."""
+        """How often frame i's inference overlapped a later preprocess / frame i-1's composite."""
         return overlap_stats(self.spans())
 
     def rows(self) -> List[Dict[str, Any]]:
@@ -103,23 +103,27 @@ def _overlaps(a: Span, b: Span) -> bool:
 
 
 def overlap_stats(spans: Sequence[Span]) -> Dict[str, Any]:
-    """Counts of frames whose infer overlapped the neighbours' preprocess / composite."""
+    """Counts of frames whose inference overlapped a later frame's preprocess (i+1 or i+2:
+    with a queue between them, preprocessing runs up to two frames ahead) and the previous
+    frame's composite."""
     frames = _by_frame(spans)
     ids = sorted(frames)
     with_pre = with_cmp = both = judged = 0
-    for i, fid in enumerate(ids[1:-1], start=1):
-        cur, nxt, prev = frames[fid], frames[ids[i + 1]], frames[ids[i - 1]]
-        if "infer" not in cur or "preprocess" not in nxt or "composite" not in prev:
+    for i, fid in enumerate(ids[1:-2], start=1):
+        cur, prev = frames[fid], frames[ids[i - 1]]
+        later = [frames[ids[i + k]].get("preprocess") for k in (1, 2)]
+        later = [s for s in later if s is not None]
+        if "infer" not in cur or not later or "composite" not in prev:
             continue
         judged += 1
-        a = _overlaps(cur["infer"], nxt["preprocess"])
+        a = any(_overlaps(cur["infer"], s) for s in later)
         b = _overlaps(cur["infer"], prev["composite"])
         with_pre += a
         with_cmp += b
         both += a and b
     return {
         "frames": judged,
-        "infer_overlaps_next_preprocess": with_pre,
+        "infer_overlaps_later_preprocess": with_pre,
         "infer_overlaps_prev_composite": with_cmp,
         "both": both,
     }

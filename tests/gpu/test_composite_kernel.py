@@ -112,7 +112,7 @@ def test_blur_background_soft(kernels, stream, size, feather):
     _check(_run(kernels, stream, refine, BackgroundConfig(mode="blur", blur=21), size))
 
 
-@pytest.mark.parametrize("blur", [3, 9, 40])
+@pytest.mark.parametrize("blur", [3, 9, 40, 200])
 def test_blur_strengths(kernels, stream, blur):
     refine = RefineConfig(feather=3, smoothing=0.3)
     bg = BackgroundConfig(mode="blur", blur=blur)

@@ -4,12 +4,20 @@
 //   gauss_rows_u8    uint8 -> 8.8 fixed point, Gaussian along rows, REFLECT_101 } background
 //   gauss_cols_u8    8.8 fixed point -> uint8, Gaussian along columns           } (OpenCV's
 //                                                                                 bit-exact path)
+//   blur_small_u8    the three above in one kernel (shared-memory tiles), radius <= 16
 //   composite_fused  mask upsample (float bilinear) + threshold + feather (Gaussian, r <= 6,
 //                    in shared memory) + clip + blend with the background -> composite + mask
 
-#define TILE_W 32
-#define TILE_H 8
-#define RMAX 6
+#define BW 32              // threads per block along x
+#define BH 8               // threads per block along y
+#define PX 4               // pixels per thread along x (vector loads/stores)
+#define TILE_W (BW * PX)   // composite tile: 128 x 8 pixels
+#define TILE_H BH
+#define RMAX 6             // feather radius handled in shared memory
+#define BR_MAX 16          // blur_small_u8: largest Gaussian radius in shared memory
+#define UP_W (TILE_W + 2 * RMAX)  // 140 floats: rows of 16-byte multiples for float4 reads
+#define LMAX 8             // low-res mask rows a tile may span on the separable path
+#define LB 6               // small-background rows a tile may span (shared horizontal pass)
 
 __device__ __forceinline__ float half_bits_to_float(unsigned short h) {
     float f;
@@ -119,6 +127,84 @@ extern "C" __global__ void gauss_cols_u8(
     o[2] = min((a2 + 32768u) >> 16, 255u);
 }
 
+__device__ __forceinline__ unsigned int byte_of(uint3 w, int i) {
+    const unsigned int word = i < 4 ? w.x : (i < 8 ? w.y : w.z);
+    return (word >> (8 * (i & 3))) & 0xffu;
+}
+
+// INTER_AREA by an integer factor (d = 1: a copy) + OpenCV's fixed-point Gaussian
+// (REFLECT_101 at the reduced size) in one kernel: each block shrinks its tile plus halo
+// into shared memory, filters rows, then columns. Output: the blurred small image.
+extern "C" __global__ void blur_small_u8(
+    const unsigned char* __restrict__ src, int src_pitch, int d,
+    unsigned char* __restrict__ dst, int sw, int sh,
+    const int* __restrict__ weights, int k)
+{
+    __shared__ unsigned char area[BH + 2 * BR_MAX][BW + 2 * BR_MAX][3];
+    __shared__ unsigned short hr[BH + 2 * BR_MAX][BW][3];
+    __shared__ int wt[2 * BR_MAX + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BW + tx;
+    const int r = k / 2;
+    const int x0 = blockIdx.x * BW, y0 = blockIdx.y * BH;
+    const int rw = BW + 2 * r, rh = BH + 2 * r;
+    if (tid < k) wt[tid] = weights[tid];
+    const float inv = 1.0f / (float)(d * d);
+    for (int i = tid; i < rw * rh; i += BW * BH) {
+        const int ry = i / rw, rx = i - ry * rw;
+        const int sx = reflect101(x0 - r + rx, sw), sy = reflect101(y0 - r + ry, sh);
+        int s0 = 0, s1 = 0, s2 = 0;
+        if (d == 4 && (src_pitch & 3) == 0) {  // 4 pixels = 12 aligned bytes = 3 words
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint3 w = *(const uint3*)(src + (size_t)(sy * 4 + j) * src_pitch +
+                                                (size_t)sx * 12);
+#pragma unroll
+                for (int q = 0; q < 12; q += 3) {
+                    s0 += byte_of(w, q); s1 += byte_of(w, q + 1); s2 += byte_of(w, q + 2);
+                }
+            }
+        } else {
+            for (int j = 0; j < d; ++j) {
+                const unsigned char* p =
+                    src + (size_t)(sy * d + j) * src_pitch + (size_t)sx * d * 3;
+                for (int q = 0; q < d; ++q) {
+                    s0 += p[3 * q]; s1 += p[3 * q + 1]; s2 += p[3 * q + 2];
+                }
+            }
+        }
+        if (d == 2) {
+            s0 = (s0 + 2) >> 2; s1 = (s1 + 2) >> 2; s2 = (s2 + 2) >> 2;
+        } else if (d > 2) {
+            s0 = min(__float2int_rn((float)s0 * inv), 255);
+            s1 = min(__float2int_rn((float)s1 * inv), 255);
+            s2 = min(__float2int_rn((float)s2 * inv), 255);
+        }
+        area[ry][rx][0] = s0; area[ry][rx][1] = s1; area[ry][rx][2] = s2;
+    }
+    __syncthreads();
+    for (int ry = ty; ry < rh; ry += BH) {
+        int a0 = 0, a1 = 0, a2 = 0;
+        for (int i = 0; i < k; ++i) {
+            const int w = wt[i];
+            a0 += w * area[ry][tx + i][0]; a1 += w * area[ry][tx + i][1];
+            a2 += w * area[ry][tx + i][2];
+        }
+        hr[ry][tx][0] = a0; hr[ry][tx][1] = a1; hr[ry][tx][2] = a2;
+    }
+    __syncthreads();
+    const int x = x0 + tx, y = y0 + ty;
+    if (x >= sw || y >= sh) return;
+    unsigned int a0 = 0, a1 = 0, a2 = 0;
+    for (int j = 0; j < k; ++j) {
+        const unsigned int w = wt[j];
+        a0 += w * hr[ty + j][tx][0]; a1 += w * hr[ty + j][tx][1]; a2 += w * hr[ty + j][tx][2];
+    }
+    unsigned char* o = dst + ((size_t)y * sw + x) * 3;
+    o[0] = min((a0 + 32768u) >> 16, 255u);
+    o[1] = min((a1 + 32768u) >> 16, 255u);
+    o[2] = min((a2 + 32768u) >> 16, 255u);
+}
+
 // Float bilinear (cv::resize INTER_LINEAR on float32): tables hold (i0, i1, w0, w1) with
 // the weights as float bits.
 __device__ __forceinline__ float upsample_at(
@@ -128,15 +214,70 @@ __device__ __forceinline__ float upsample_at(
     const float b0 = __int_as_float(yt.z), b1 = __int_as_float(yt.w);
     const float* r0 = low + (size_t)yt.x * lw;
     const float* r1 = low + (size_t)yt.y * lw;
-    const float h0 = r0[xt.x] * a0 + r0[xt.y] * a1;
-    const float h1 = r1[xt.x] * a0 + r1[xt.y] * a1;
+    const float h0 = __ldg(&r0[xt.x]) * a0 + __ldg(&r0[xt.y]) * a1;
+    const float h1 = __ldg(&r1[xt.x]) * a0 + __ldg(&r1[xt.y]) * a1;
     return h0 * b0 + h1 * b1;
+}
+
+// OpenCV's vertical uint8 bilinear step on two horizontal sums (value * 2048).
+__device__ __forceinline__ float vpass(int h0, int h1, int4 yt) {
+    const int q = ((((h0 >> 4) * yt.z) >> 16) + (((h1 >> 4) * yt.w) >> 16) + 2) >> 2;
+    return (float)min(max(q, 0), 255);
+}
+
+// OpenCV's uint8 bilinear sample of channel c (tables as in preprocess.cu).
+__device__ __forceinline__ float small_bg_at(
+    const unsigned char* __restrict__ bg, int bg_pitch, int4 xt, int4 yt, int c)
+{
+    const unsigned char* r0 = bg + (size_t)yt.x * bg_pitch;
+    const unsigned char* r1 = bg + (size_t)yt.y * bg_pitch;
+    const int h0 = (int)r0[xt.x * 3 + c] * xt.z + (int)r0[xt.y * 3 + c] * xt.w;
+    const int h1 = (int)r1[xt.x * 3 + c] * xt.z + (int)r1[xt.y * 3 + c] * xt.w;
+    const int q = ((((h0 >> 4) * yt.z) >> 16) + (((h1 >> 4) * yt.w) >> 16) + 2) >> 2;
+    return (float)min(max(q, 0), 255);
+}
+
+__device__ __forceinline__ unsigned char blend1(float f, float b, float m, float inv) {
+    const float v = floorf(f * m + b * inv + 0.5f);
+    return (unsigned char)fminf(fmaxf(v, 0.0f), 255.0f);
+}
+
+// Feather of one tile: rows then columns of a (2R+1)-tap Gaussian, in shared memory.
+// Columns are strided across the warp (no bank conflicts); the result lands in up[0..TILE_H).
+template <int R>
+__device__ __forceinline__ void feather_tile(
+    float (*up)[UP_W], float (*hrow)[TILE_W], const float* g, int tx, int ty)
+{
+    constexpr int K = 2 * R + 1;
+    constexpr int RH = TILE_H + 2 * R;
+    for (int ry = ty; ry < RH; ry += BH) {
+#pragma unroll
+        for (int j = 0; j < PX; ++j) {
+            const int cx = tx + BW * j;
+            float a = 0.0f;
+#pragma unroll
+            for (int i = 0; i < K; ++i) a += g[i] * up[ry][cx + i];
+            hrow[ry][cx] = a;
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < PX; ++j) {
+        const int cx = tx + BW * j;
+        float a = 0.0f;
+#pragma unroll
+        for (int i = 0; i < K; ++i) a += g[i] * hrow[ty + i][cx];
+        up[ty][cx] = a;
+    }
+    __syncthreads();
 }
 
 // mask_in != null: use that frame-size mask as is (refined on the CPU).
 // bg_mode: 0 colour, 1 full-size background image, 2 blurred small image enlarged with
 // OpenCV's uint8 bilinear (tables as in preprocess.cu), 3 none (the frame itself).
-extern "C" __global__ void composite_fused(
+// Each thread owns 4 consecutive pixels of one row; with 4-byte aligned rows (width a
+// multiple of 4) they move as 32-bit words and one float4.
+extern "C" __global__ void __launch_bounds__(BW * BH, 6) composite_fused(
     const unsigned char* __restrict__ frame, int frame_pitch, int W, int H,
     const float* __restrict__ low, int lw, const float* __restrict__ mask_in,
     const int4* __restrict__ mxtab, const int4* __restrict__ mytab,
@@ -146,74 +287,180 @@ extern "C" __global__ void composite_fused(
     float c0, float c1, float c2,
     unsigned char* __restrict__ out, int out_pitch, float* __restrict__ mask_out)
 {
-    __shared__ float up[TILE_H + 2 * RMAX][TILE_W + 2 * RMAX];
+    __shared__ __align__(16) float up[TILE_H + 2 * RMAX][UP_W];
     __shared__ float hrow[TILE_H + 2 * RMAX][TILE_W];
-    const int tx = threadIdx.x, ty = threadIdx.y;
+    __shared__ float hl[LMAX][UP_W];
+    __shared__ float g[2 * RMAX + 1];
+    __shared__ __align__(16) int hs[LB][3][TILE_W];
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BW + tx;
     const int x0 = blockIdx.x * TILE_W, y0 = blockIdx.y * TILE_H;
-    const int x = x0 + tx, y = y0 + ty;
-    float m;
-    if (mask_in != nullptr) {  // mask refined elsewhere (CPU fallback): blend only
-        if (x >= W || y >= H) return;
-        m = mask_in[(size_t)y * W + x];
-    } else if (radius > 0) {
-        const int rw = TILE_W + 2 * radius, rh = TILE_H + 2 * radius;
-        for (int i = ty * TILE_W + tx; i < rw * rh; i += TILE_W * TILE_H) {
-            const int ry = i / rw, rx = i - ry * rw;
-            const int gx = min(max(x0 - radius + rx, 0), W - 1);  // BORDER_REPLICATE
-            const int gy = min(max(y0 - radius + ry, 0), H - 1);
-            float v = upsample_at(low, lw, __ldg(&mxtab[gx]), __ldg(&mytab[gy]));
-            if (!soft) v = v > threshold ? 1.0f : 0.0f;
-            up[ry][rx] = v;
+    const int y = y0 + ty;
+    const int xs = x0 + tx * PX;  // this thread's first pixel
+    float m[PX];
+    // Blurred small background: OpenCV's horizontal uint8 pass once per small row of the
+    // tile into shared memory (the vertical pass runs per pixel in the blend).
+    int hs_r0 = 0;
+    bool use_hs = false;
+    if (bg_mode == 2) {
+        hs_r0 = __ldg(&bytab[y0]).x;
+        const int hs_r1 = __ldg(&bytab[min(y0 + TILE_H, H) - 1]).y;
+        use_hs = hs_r1 - hs_r0 + 1 <= LB;
+        if (use_hs) {
+            for (int l = ty; l <= hs_r1 - hs_r0; l += BH) {
+                const unsigned char* row = bg + (size_t)(hs_r0 + l) * bg_pitch;
+                for (int cx = tx; cx < TILE_W; cx += BW) {
+                    const int4 xt = __ldg(&bxtab[min(x0 + cx, W - 1)]);
+#pragma unroll
+                    for (int c = 0; c < 3; ++c)
+                        hs[l][c][cx] = (int)row[xt.x * 3 + c] * xt.z +
+                                       (int)row[xt.y * 3 + c] * xt.w;
+                }
+            }
         }
         __syncthreads();
-        const int k = 2 * radius + 1;
-        for (int ry = ty; ry < rh; ry += TILE_H) {
-            float a = 0.0f;
-            for (int i = 0; i < k; ++i) a += gauss[i] * up[ry][tx + i];
-            hrow[ry][tx] = a;
-        }
-        __syncthreads();
-        if (x >= W || y >= H) return;
-        float a = 0.0f;
-        for (int j = 0; j < k; ++j) a += gauss[j] * hrow[ty + j][tx];
-        m = a;
-    } else {
-        if (x >= W || y >= H) return;
-        m = upsample_at(low, lw, __ldg(&mxtab[x]), __ldg(&mytab[y]));
-        if (!soft) m = m > threshold ? 1.0f : 0.0f;
     }
-    m = fminf(fmaxf(m, 0.0f), 1.0f);
-    mask_out[(size_t)y * W + x] = m;
+    if (mask_in == nullptr && radius >= 0 && radius <= RMAX) {
+        const int rw = TILE_W + 2 * radius, rh = TILE_H + 2 * radius;
+        if (tid < 2 * radius + 1) g[tid] = gauss[tid];
+        // Low-res rows this tile needs (the tables are monotonic in y).
+        const int gy_lo = max(y0 - radius, 0), gy_hi = min(y0 + TILE_H + radius, H) - 1;
+        const int l0 = __ldg(&mytab[gy_lo]).x, l1 = __ldg(&mytab[gy_hi]).y;
+        if (l1 - l0 + 1 <= LMAX) {
+            // Separable: horizontal interpolation once per low-res row, then vertical.
+            for (int l = ty; l <= l1 - l0; l += BH) {
+                const float* row = low + (size_t)(l0 + l) * lw;
+                for (int rx = tx; rx < rw; rx += BW) {
+                    const int gx = min(max(x0 - radius + rx, 0), W - 1);  // BORDER_REPLICATE
+                    const int4 xt = __ldg(&mxtab[gx]);
+                    hl[l][rx] = __ldg(&row[xt.x]) * __int_as_float(xt.z) +
+                                __ldg(&row[xt.y]) * __int_as_float(xt.w);
+                }
+            }
+            __syncthreads();
+            for (int ry = ty; ry < rh; ry += BH) {
+                const int gy = min(max(y0 - radius + ry, 0), H - 1);
+                const int4 yt = __ldg(&mytab[gy]);
+                const float b0 = __int_as_float(yt.z), b1 = __int_as_float(yt.w);
+                const float* h0 = hl[yt.x - l0];
+                const float* h1 = hl[yt.y - l0];
+                for (int rx = tx; rx < rw; rx += BW) {
+                    float v = h0[rx] * b0 + h1[rx] * b1;
+                    if (!soft) v = v > threshold ? 1.0f : 0.0f;
+                    up[ry][rx] = v;
+                }
+            }
+        } else {  // many low-res rows per tile (model output larger than the frame)
+            for (int ry = ty; ry < rh; ry += BH) {
+                const int gy = min(max(y0 - radius + ry, 0), H - 1);
+                const int4 yt = __ldg(&mytab[gy]);
+                for (int rx = tx; rx < rw; rx += BW) {
+                    const int gx = min(max(x0 - radius + rx, 0), W - 1);
+                    float v = upsample_at(low, lw, __ldg(&mxtab[gx]), yt);
+                    if (!soft) v = v > threshold ? 1.0f : 0.0f;
+                    up[ry][rx] = v;
+                }
+            }
+        }
+        __syncthreads();
+        switch (radius) {
+            case 0: break;
+            case 1: feather_tile<1>(up, hrow, g, tx, ty); break;
+            case 2: feather_tile<2>(up, hrow, g, tx, ty); break;
+            case 3: feather_tile<3>(up, hrow, g, tx, ty); break;
+            case 4: feather_tile<4>(up, hrow, g, tx, ty); break;
+            case 5: feather_tile<5>(up, hrow, g, tx, ty); break;
+            default: feather_tile<6>(up, hrow, g, tx, ty); break;
+        }
+        const float4 mv = *(const float4*)&up[ty][tx * PX];
+        m[0] = mv.x; m[1] = mv.y; m[2] = mv.z; m[3] = mv.w;
+    } else {
+        if (y >= H) return;
+#pragma unroll
+        for (int j = 0; j < PX; ++j) {
+            const int x = min(xs + j, W - 1);
+            float v;
+            if (mask_in != nullptr) {
+                v = mask_in[(size_t)y * W + x];
+            } else {
+                v = upsample_at(low, lw, __ldg(&mxtab[x]), __ldg(&mytab[y]));
+                if (!soft) v = v > threshold ? 1.0f : 0.0f;
+            }
+            m[j] = v;
+        }
+    }
+    if (y >= H || xs >= W) return;
+#pragma unroll
+    for (int j = 0; j < PX; ++j) m[j] = fminf(fmaxf(m[j], 0.0f), 1.0f);
 
-    const unsigned char* f = frame + (size_t)y * frame_pitch + (size_t)x * 3;
-    unsigned char* o = out + (size_t)y * out_pitch + (size_t)x * 3;
-    if (bg_mode == 3) {
-        o[0] = f[0]; o[1] = f[1]; o[2] = f[2];
+    const unsigned char* frow = frame + (size_t)y * frame_pitch;
+    unsigned char* orow = out + (size_t)y * out_pitch;
+    float* mrow = mask_out + (size_t)y * W;
+    const bool vec = ((W & 3) == 0) && ((frame_pitch & 3) == 0) && ((out_pitch & 3) == 0) &&
+                     (bg_mode != 1 || (bg_pitch & 3) == 0);
+    if (vec) {  // 4 whole pixels: 12 bytes in, 12 bytes out, one float4 of mask
+        *(float4*)(mrow + xs) = make_float4(m[0], m[1], m[2], m[3]);
+        const uint3 fw = *(const uint3*)(frow + (size_t)xs * 3);  // 4-byte aligned words
+        if (bg_mode == 3) {
+            *(uint3*)(orow + (size_t)xs * 3) = fw;
+            return;
+        }
+        float bf[12];
+        if (bg_mode == 0) {
+#pragma unroll
+            for (int j = 0; j < PX; ++j) { bf[3*j] = c0; bf[3*j+1] = c1; bf[3*j+2] = c2; }
+        } else if (bg_mode == 1) {
+            const uint3 bw = *(const uint3*)(bg + (size_t)y * bg_pitch + (size_t)xs * 3);
+#pragma unroll
+            for (int i = 0; i < 12; ++i) bf[i] = (float)byte_of(bw, i);
+        } else if (use_hs) {
+            const int4 yt = __ldg(&bytab[y]);
+#pragma unroll
+            for (int c = 0; c < 3; ++c) {
+                const int4 a = *(const int4*)&hs[yt.x - hs_r0][c][tx * PX];
+                const int4 b = *(const int4*)&hs[yt.y - hs_r0][c][tx * PX];
+                bf[c] = vpass(a.x, b.x, yt);
+                bf[3 + c] = vpass(a.y, b.y, yt);
+                bf[6 + c] = vpass(a.z, b.z, yt);
+                bf[9 + c] = vpass(a.w, b.w, yt);
+            }
+        } else {
+            const int4 yt = __ldg(&bytab[y]);
+#pragma unroll
+            for (int j = 0; j < PX; ++j) {
+                const int4 xt = __ldg(&bxtab[xs + j]);
+#pragma unroll
+                for (int c = 0; c < 3; ++c) bf[3 * j + c] = small_bg_at(bg, bg_pitch, xt, yt, c);
+            }
+        }
+        unsigned int ow[3] = {0u, 0u, 0u};
+#pragma unroll
+        for (int i = 0; i < 12; ++i) {
+            const int j = i / 3;
+            const unsigned int v = blend1((float)byte_of(fw, i), bf[i], m[j], 1.0f - m[j]);
+            ow[i >> 2] |= v << (8 * (i & 3));
+        }
+        *(uint3*)(orow + (size_t)xs * 3) = make_uint3(ow[0], ow[1], ow[2]);
         return;
     }
-    float b[3];
-    if (bg_mode == 0) {
-        b[0] = c0; b[1] = c1; b[2] = c2;
-    } else if (bg_mode == 1) {
-        const unsigned char* p = bg + (size_t)y * bg_pitch + (size_t)x * 3;
-        b[0] = p[0]; b[1] = p[1]; b[2] = p[2];
-    } else {
-        const int4 xt = __ldg(&bxtab[x]);
-        const int4 yt = __ldg(&bytab[y]);
-        const unsigned char* r0 = bg + (size_t)yt.x * bg_pitch;
-        const unsigned char* r1 = bg + (size_t)yt.y * bg_pitch;
-#pragma unroll
-        for (int c = 0; c < 3; ++c) {
-            const int h0 = (int)r0[xt.x * 3 + c] * xt.z + (int)r0[xt.y * 3 + c] * xt.w;
-            const int h1 = (int)r1[xt.x * 3 + c] * xt.z + (int)r1[xt.y * 3 + c] * xt.w;
-            const int q = ((((h0 >> 4) * yt.z) >> 16) + (((h1 >> 4) * yt.w) >> 16) + 2) >> 2;
-            b[c] = (float)min(max(q, 0), 255);
+    for (int j = 0; j < PX; ++j) {  // odd widths / pitches: pixel by pixel
+        const int x = xs + j;
+        if (x >= W) break;
+        mrow[x] = m[j];
+        const unsigned char* f = frow + (size_t)x * 3;
+        unsigned char* o = orow + (size_t)x * 3;
+        if (bg_mode == 3) { o[0] = f[0]; o[1] = f[1]; o[2] = f[2]; continue; }
+        float b[3];
+        if (bg_mode == 0) {
+            b[0] = c0; b[1] = c1; b[2] = c2;
+        } else if (bg_mode == 1) {
+            const unsigned char* p = bg + (size_t)y * bg_pitch + (size_t)x * 3;
+            b[0] = p[0]; b[1] = p[1]; b[2] = p[2];
+        } else {
+            const int4 xt = __ldg(&bxtab[x]);
+            const int4 yt = __ldg(&bytab[y]);
+            for (int c = 0; c < 3; ++c) b[c] = small_bg_at(bg, bg_pitch, xt, yt, c);
         }
-    }
-    const float inv = 1.0f - m;
-#pragma unroll
-    for (int c = 0; c < 3; ++c) {
-        const float v = floorf((float)f[c] * m + b[c] * inv + 0.5f);
-        o[c] = (unsigned char)fminf(fmaxf(v, 0.0f), 255.0f);
+        const float inv = 1.0f - m[j];
+        for (int c = 0; c < 3; ++c) o[c] = blend1((float)f[c], b[c], m[j], inv);
     }
 }
