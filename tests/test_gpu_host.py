@@ -254,3 +254,20 @@ def test_timeline_keeps_the_last_frames():
     assert tl.rows()[0]["stage"] == "preprocess"
     tl.clear()
     assert tl.spans() == []
+
+
+def test_plot_stage_timeline_skips_cpu_stages(tmp_path):
+    from app.gpu.timeline import plot_stage_timeline
+
+    class CpuStages:
+        info: dict = {}
+
+    assert plot_stage_timeline(CpuStages(), tmp_path / "bench.png") is None
+
+
+def test_plot_timeline_draws_a_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (segcam[plot]) not installed")
+    from app.gpu.timeline import plot_timeline
+
+    out = plot_timeline(_pipelined_spans(6, overlap=True), tmp_path / "t.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

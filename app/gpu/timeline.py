@@ -183,3 +183,18 @@ def spans_from_events(
         Span(frame_id, stage, clock.event_ms(start), clock.event_ms(end))
         for stage, (start, end) in events.items()
     ]
+
+
+def plot_stage_timeline(stages: Any, path: Path, title: str = "") -> Optional[Path]:
+    """For ``segcam bench --plot``: draw the GPU stage timeline of a StageSet next to ``path``.
+
+    Returns the PNG written (``<path stem>.timeline.png``), or None when ``stages`` are not
+    GPU stages or recorded nothing.
+    """
+    info = getattr(stages, "info", None) or {}
+    timeline = info.get("timeline")
+    if timeline is None or not timeline.spans():
+        return None
+    path = Path(path)
+    out = path.with_name(f"{path.stem}.timeline.png")
+    return plot_timeline(timeline.spans(), out, title or "segcam GPU stage timeline")

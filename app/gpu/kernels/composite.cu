@@ -8,8 +8,14 @@
 //   composite_fused  mask upsample (float bilinear) + threshold + feather (Gaussian, r <= 6,
 //                    in shared memory) + clip + blend with the background -> composite + mask
 
+#ifndef BW
 #define BW 32              // threads per block along x
+#endif
+#ifndef BH
 #define BH 8               // threads per block along y
+#endif
+#define BLUR_BW 32         // blur_small_u8's block
+#define BLUR_BH 8
 #define PX 4               // pixels per thread along x (vector loads/stores)
 #define TILE_W (BW * PX)   // composite tile: 128 x 8 pixels
 #define TILE_H BH
@@ -17,6 +23,9 @@
 #define BR_MAX 16          // blur_small_u8: largest Gaussian radius in shared memory
 #define UP_W (TILE_W + 2 * RMAX)  // 140 floats: rows of 16-byte multiples for float4 reads
 #define LMAX 8             // low-res mask rows a tile may span on the separable path
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 6       // 40 registers at 256 threads: 6 blocks (75% occupancy) per SM
+#endif
 #define LB 6               // small-background rows a tile may span (shared horizontal pass)
 
 __device__ __forceinline__ float half_bits_to_float(unsigned short h) {
@@ -140,16 +149,16 @@ extern "C" __global__ void blur_small_u8(
     unsigned char* __restrict__ dst, int sw, int sh,
     const int* __restrict__ weights, int k)
 {
-    __shared__ unsigned char area[BH + 2 * BR_MAX][BW + 2 * BR_MAX][3];
-    __shared__ unsigned short hr[BH + 2 * BR_MAX][BW][3];
+    __shared__ unsigned char area[BLUR_BH + 2 * BR_MAX][BLUR_BW + 2 * BR_MAX][3];
+    __shared__ unsigned short hr[BLUR_BH + 2 * BR_MAX][BLUR_BW][3];
     __shared__ int wt[2 * BR_MAX + 1];
-    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BW + tx;
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BLUR_BW + tx;
     const int r = k / 2;
-    const int x0 = blockIdx.x * BW, y0 = blockIdx.y * BH;
-    const int rw = BW + 2 * r, rh = BH + 2 * r;
+    const int x0 = blockIdx.x * BLUR_BW, y0 = blockIdx.y * BLUR_BH;
+    const int rw = BLUR_BW + 2 * r, rh = BLUR_BH + 2 * r;
     if (tid < k) wt[tid] = weights[tid];
     const float inv = 1.0f / (float)(d * d);
-    for (int i = tid; i < rw * rh; i += BW * BH) {
+    for (int i = tid; i < rw * rh; i += BLUR_BW * BLUR_BH) {
         const int ry = i / rw, rx = i - ry * rw;
         const int sx = reflect101(x0 - r + rx, sw), sy = reflect101(y0 - r + ry, sh);
         int s0 = 0, s1 = 0, s2 = 0;
@@ -182,7 +191,7 @@ extern "C" __global__ void blur_small_u8(
         area[ry][rx][0] = s0; area[ry][rx][1] = s1; area[ry][rx][2] = s2;
     }
     __syncthreads();
-    for (int ry = ty; ry < rh; ry += BH) {
+    for (int ry = ty; ry < rh; ry += BLUR_BH) {
         int a0 = 0, a1 = 0, a2 = 0;
         for (int i = 0; i < k; ++i) {
             const int w = wt[i];
@@ -277,7 +286,7 @@ __device__ __forceinline__ void feather_tile(
 // OpenCV's uint8 bilinear (tables as in preprocess.cu), 3 none (the frame itself).
 // Each thread owns 4 consecutive pixels of one row; with 4-byte aligned rows (width a
 // multiple of 4) they move as 32-bit words and one float4.
-extern "C" __global__ void __launch_bounds__(BW * BH, 6) composite_fused(
+extern "C" __global__ void __launch_bounds__(BW * BH, MIN_BLOCKS) composite_fused(
     const unsigned char* __restrict__ frame, int frame_pitch, int W, int H,
     const float* __restrict__ low, int lw, const float* __restrict__ mask_in,
     const int4* __restrict__ mxtab, const int4* __restrict__ mytab,
