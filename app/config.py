@@ -171,7 +171,7 @@ class PipelineConfig:
     queue_depth: int = 1
     status_interval_s: float = 5.0
     stop_timeout_s: float = 2.0
-    cv_threads: int = 0  # OpenCV threads while running: 0 = auto (cores - 2, >= 1), -1 = leave
+    cv_threads: int = 0  # OpenCV threads while the pipeline runs; 0 = OpenCV's default
 
 
 @dataclass
@@ -306,7 +306,7 @@ _RULES: Dict[str, Tuple[Any, str]] = {
     "pipeline.slots": (lambda v: v >= 2, "an integer of 2 or more"),
     "pipeline.queue_depth": (lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
     "pipeline.stop_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
-    "pipeline.cv_threads": (lambda v: v >= -1, "-1 (OpenCV's default), 0 (auto) or a count"),
+    "pipeline.cv_threads": (lambda v: v >= 0, "0 (OpenCV's default) or a thread count"),
     "publish.every_n": (lambda v: v >= 1, "an integer of 1 or more"),
     "publish.max_fps": (lambda v: v >= 0, "0 (no cap) or a positive number"),
     "publish.downscale": (lambda v: v >= 1, "an integer of 1 or more"),

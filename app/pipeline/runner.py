@@ -15,7 +15,6 @@ every frame is processed and the end of the stream drains through every stage be
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -317,15 +316,15 @@ class Runner:
         self._running = False
 
     def _set_cv_threads(self) -> None:
-        """Fewer OpenCV workers while stages run in parallel: they would fight for cores.
+        """Apply ``pipeline.cv_threads`` (0 = keep OpenCV's default) while running.
 
-        ``pipeline.cv_threads``: 0 = auto (cores - 2, at least 1), -1 = OpenCV's default.
+        Stage threads already run in parallel, so fewer OpenCV workers can avoid fighting
+        for cores; on 2 cores, one worker measured slower (the composite stage, the
+        slowest, lost its own parallelism), hence the default leaves OpenCV alone.
         """
         want = int(getattr(self._config.pipeline, "cv_threads", 0))
-        if want < 0:
+        if want <= 0:
             return
-        if want == 0:
-            want = max(1, (os.cpu_count() or 1) - 2)
         self._cv_threads_before = cv2.getNumThreads()
         cv2.setNumThreads(want)
         log.debug("OpenCV threads: %d (was %d)", want, self._cv_threads_before)
