@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 
 def main(argv: Any = None) -> int:
     """Run the rounds and print a summary (and write JSON if asked)."""
-    from app.commands.bench import parse_resolution, run_bench
+    from app.commands.bench import apply_lib_threads, parse_resolution, run_bench
     from app.config import load_config
     from app.log import setup_logging
 
@@ -32,6 +32,7 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--resolution", default="1920x1080")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--lib-threads", type=int, default=0, help="OpenCV/ORT threads (0 = default)")
     args = ap.parse_args(argv)
     setup_logging("warning")
     w, h = parse_resolution(args.resolution)
@@ -39,6 +40,8 @@ def main(argv: Any = None) -> int:
         None,
         [f"input.width={w}", f"input.height={h}", "pipeline.status_interval_s=0"] + args.overrides,
     )
+    if args.lib_threads:
+        apply_lib_threads(cfg, args.lib_threads)
     load_before = os.getloadavg()
     rounds: List[Dict[str, Any]] = []
     for i in range(args.rounds):
@@ -60,6 +63,7 @@ def main(argv: Any = None) -> int:
         "resolution": f"{w}x{h}",
         "frames": args.frames,
         "rounds": args.rounds,
+        "lib_threads": rounds[0]["lib_threads"] if rounds else None,
         "sequential_fps": med("sequential_fps"),
         "pipelined_fps": med("pipelined_fps"),
         "speedup": med("speedup"),

@@ -44,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-only", action="store_true", help="time the model alone (segcam model bench)"
     )
+    parser.add_argument(
+        "--lib-threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="OpenCV and ONNX Runtime threads in both modes (0 = their defaults); "
+        "1 shows what the stage threads alone overlap",
+    )
 
 
 def parse_resolution(text: str) -> Tuple[int, int]:
@@ -113,6 +121,15 @@ def _stage_table(snap: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     }
 
 
+def apply_lib_threads(cfg: Any, n: int) -> None:
+    """Use ``n`` OpenCV and ONNX Runtime threads in both modes."""
+    import cv2
+
+    cv2.setNumThreads(n)
+    cfg.pipeline.cv_threads = n
+    cfg.inference.threads = n
+
+
 def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
     """Run both modes and return the result object (what --json prints)."""
     from app.pipeline.assemble import open_backend
@@ -161,6 +178,7 @@ def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
         "backend": reason,
         "device": stages.device,
         "background": cfg.composite.background.mode,
+        "lib_threads": {"opencv": _cv_threads(), "onnxruntime": cfg.inference.threads or "default"},
         "sequential_fps": round(seq_fps, 2),
         "pipelined_fps": round(pipe_fps, 2),
         "speedup": round(pipe_fps / seq_fps, 3) if seq_fps > 0 else None,
@@ -185,13 +203,20 @@ def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
     }
 
 
+def _cv_threads() -> int:
+    import cv2
+
+    return int(cv2.getNumThreads())
+
+
 def format_table(result: Dict[str, Any]) -> str:
     """Human-readable table of both modes."""
     seq, pipe = result["sequential_stages"], result["stages"]
     names = [n for n in pipe if n in seq] + [n for n in pipe if n not in seq]
     lines = [
         f"segcam bench: {result['resolution']}, {result['frames']} frames, model "
-        f"{result['model']}, {result['backend']}, background {result['background']}",
+        f"{result['model']}, {result['backend']}, background {result['background']}, "
+        f"library threads {result['lib_threads']}",
         "",
         f"{'stage':<22}{'sequential p50/p95 ms':>24}{'pipelined p50/p95 ms':>24}",
         "-" * 70,
@@ -296,6 +321,10 @@ def run(args: argparse.Namespace) -> int:
     cfg.input.realtime = False
     cfg.output.uris = ["none"]
     cfg.pipeline.status_interval_s = 0
+    if args.lib_threads < 0:
+        raise UsageError(f"--lib-threads must be 0 or more, got {args.lib_threads}")
+    if args.lib_threads:
+        apply_lib_threads(cfg, args.lib_threads)
     result = run_bench(cfg, args.frames, args.warmup)
     if args.plot:
         plot(result, args.plot)
