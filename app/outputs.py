@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -419,8 +419,17 @@ class ContactSheetSink(ThreadedSink):
     needs_mask = True
     needs_source = True
 
-    def __init__(self, path: str, rows: int = 4, every_s: float = 2.0, width: int = 480) -> None:
+    def __init__(
+        self,
+        path: str,
+        rows: int = 4,
+        every_s: float = 2.0,
+        width: int = 480,
+        truth: Optional[Callable[[int], np.ndarray]] = None,
+    ) -> None:
         super().__init__(f"sheet:{path}")
+        self.truth = truth  # frame id -> true silhouette (the demo knows it): IoU per row
+        self.ious: List[float] = []
         self.path = Path(path).expanduser()
         self.rows = max(1, rows)
         self.every_s = max(0.0, every_s)
@@ -458,9 +467,17 @@ class ContactSheetSink(ThreadedSink):
         tw = self.width
         th = max(1, int(round(h * tw / w)))
         parts = []
+        mask_label = "mask"
+        if self.truth is not None:
+            truth = self.truth(item.frame_id) > 0
+            pred = item.mask > 127
+            union = np.logical_or(pred, truth).sum()
+            score = float(np.logical_and(pred, truth).sum() / union) if union else 1.0
+            self.ious.append(score)
+            mask_label = f"mask (IoU {score:.2f} vs truth)"
         for img, label in (
             (item.source, f"frame {item.frame_id}"),
-            (cv2.cvtColor(item.mask, cv2.COLOR_GRAY2BGR), "mask"),
+            (cv2.cvtColor(item.mask, cv2.COLOR_GRAY2BGR), mask_label),
             (item.frame, "composite"),
         ):
             tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)

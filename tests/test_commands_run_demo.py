@@ -158,6 +158,10 @@ def test_demo_runs_headless_for_its_seconds(selfie_onnx, tmp_path) -> None:
 
     sheet = cv2.imread(str(out_dir / "segcam-demo-sheet.png"))
     assert sheet is not None and sheet.shape[1] == 3 * 480
+    # The demo scores its own masks against the scene's true silhouette.
+    iou_line = [line for line in proc.stdout.splitlines() if "true silhouette" in line][0]
+    low = float(iou_line.split("IoU ")[1].split("-")[0])
+    assert low >= 0.85, iou_line
 
 
 def test_run_file_input_to_file_output_keeps_every_frame(selfie_onnx, tmp_path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
 from app.commands import add_config_options, config_from_args
 from app.errors import UsageError
@@ -58,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
         log.info("demo: no window (%s); writing files only", why if not show else "--no-display")
     cfg.output.uris = uris
     rows = 4
-    sheet = ContactSheetSink(str(sheet_path), rows=rows, every_s=args.seconds / (rows + 0.5))
+    sheet = ContactSheetSink(
+        str(sheet_path),
+        rows=rows,
+        every_s=args.seconds / (rows + 0.5),
+        truth=_truth_of(cfg) if not cfg.input.realtime else None,
+    )
     runner = run_pipeline(
         cfg,
         seconds=args.seconds,
@@ -70,4 +76,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"video:         {video} ({runner.frames_completed} frames)")
     if sheet.saved is not None:
         print(f"contact sheet: {sheet.saved}")
+    if sheet.ious:
+        print(
+            f"mask vs the scene's true silhouette: IoU {min(sheet.ious):.2f}-"
+            f"{max(sheet.ious):.2f} over {len(sheet.ious)} sampled frames"
+        )
     return 0
+
+
+def _truth_of(cfg: Any) -> Callable[[int], Any]:
+    """Frame id -> the demo scene's true person silhouette (frame ids = scene indices).
+
+    Only without pacing: then capture takes every frame the scene renders, in order.
+    """
+    from app.demo_scene import DemoScene
+
+    scene = DemoScene(cfg.input.width, cfg.input.height, cfg.input.fps)
+    return lambda i: scene.render(i)[1]
