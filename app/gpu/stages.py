@@ -256,6 +256,9 @@ class GpuInfer(InferStage):
     def __init__(self, gp: GpuPipeline, backend: Any) -> None:
         super().__init__(backend)
         self.gp = gp
+        # TensorRT enqueues on the stream it is given; other backends do not order
+        # themselves after our stream's work.
+        self._stream_ordered = getattr(backend, "name", "") == "tensorrt"
 
     def process(self, slot: FrameSlot) -> None:
         """Run (or skip, per infer_every / paused) the model for this frame."""
@@ -272,6 +275,10 @@ class GpuInfer(InferStage):
             s = gp.streams["infer"]
             start, end = res.events["infer"]
             s.wait(res.events["preprocess"][1])
+            if not self._stream_ordered:
+                # ONNX Runtime runs on its own CUDA stream: the input must be complete
+                # before the call (it returns with the output ready).
+                res.events["preprocess"][1].wait()
             start.record(s)
             self.backend.infer_device(res.tensor_dev.ptr, res.out_dev.ptr, s.ptr)
             end.record(s)

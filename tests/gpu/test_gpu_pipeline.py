@@ -176,3 +176,78 @@ def test_build_reports_reason(gpu_ctx, backend, tmp_path):
     finally:
         stages.close()
     assert dataclasses.is_dataclass(gpu_ctx.info)
+
+
+class _DeviceEchoBackend:
+    """Stand-in for the TensorRT backend, which cannot be installed on the test GPU machine.
+
+    Its "model" outputs the first H*W floats of the input tensor as a [1, H, W, 1]
+    probability: ``infer_device`` enqueues that copy on the stream it is given (as TensorRT
+    enqueues on the caller's stream), ``infer`` computes the same on the host.
+    """
+
+    name = "tensorrt"
+    provider = "tensorrt:stand-in"
+    supports_device = True
+
+    def __init__(self, profile: Any) -> None:
+        from app.inference.backend import TensorSpec
+
+        self.profile = profile
+        self.n = profile.width * profile.height
+        self.inputs = [TensorSpec("input", profile.input_shape, "float32")]
+        self.outputs = [TensorSpec("prob", (1, profile.height, profile.width, 1), "float32")]
+
+    def infer(self, tensor: np.ndarray, out: Any = None) -> np.ndarray:
+        flat = np.ascontiguousarray(tensor).reshape(-1)[: self.n]
+        return flat.reshape(1, self.profile.height, self.profile.width, 1).copy()
+
+    def infer_device(self, in_ptr: int, out_ptr: int, stream: int) -> None:
+        from app.gpu import cuda_api
+
+        drv = cuda_api.api().driver
+        cuda_api.call(
+            drv.cuMemcpyDtoDAsync,
+            drv.CUdeviceptr(out_ptr),
+            drv.CUdeviceptr(in_ptr),
+            self.n * 4,
+            drv.CUstream(stream),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def test_device_inference_path_equals_cpu_stages(gpu_ctx, tmp_path):
+    """A backend that works on device buffers (TensorRT's way): output stays on the GPU."""
+    profile = load_profile("mediapipe-selfie")
+    backend = _DeviceEchoBackend(profile)
+    cfg = _config(tmp_path, **{"input.width": 480, "input.height": 272})
+    live_before = LEDGER.live()
+    source = open_source(cfg.input)
+    source.open()
+    gpu = build_gpu_stages(cfg, backend, profile, None)
+    cpu = build_cpu_stages(cfg, backend, profile)
+    assert "inference on device buffers" in gpu.reason
+    knobs = knobs_from_config(cfg)
+    slots = (FrameSlot(0), FrameSlot(1))
+    try:
+        for i in range(4):
+            frame = source.read()[0].copy()
+            for slot in slots:
+                slot.reset()
+                slot.frame = frame.copy()
+                slot.frame_id = i
+                slot.knobs = knobs
+            for stages, slot in zip((gpu, cpu), slots):
+                for stage in stages.all():
+                    stage.process(slot)
+            g, c = slots
+            assert g.output is None  # never left the device
+            assert np.abs(g.mask - c.mask).max() < 1e-4
+            assert np.abs(g.composite.astype(int) - c.composite).max() <= 1
+    finally:
+        gpu.close()
+        cpu.close()
+        source.close()
+    assert LEDGER.live() == live_before, LEDGER.snapshot()
