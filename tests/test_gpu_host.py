@@ -108,6 +108,15 @@ def test_check_raises_with_the_status_name():
         cuda_api.check((Status(2), None), "cuMemAlloc")
 
 
+def test_a_binding_that_raises_becomes_a_gpu_error():
+    def nvrtcVersion():  # noqa: N802 - named like the binding it imitates
+        raise RuntimeError("Failed to dlopen libnvrtc.so.13")
+
+    with pytest.raises(GpuError, match="nvrtcVersion unavailable: RuntimeError") as err:
+        cuda_api.call(nvrtcVersion)
+    assert "cuda-python[all]" in err.value.hint
+
+
 @pytest.mark.parametrize(
     "text,expected,gil",
     [

@@ -153,8 +153,23 @@ def check(result: Any, what: str = "CUDA call") -> Any:
 
 
 def call(fn: Any, *args: Any) -> Any:
-    """Call a binding and :func:`check` its status, naming the function in any error."""
-    return check(fn(*args), getattr(fn, "__name__", "CUDA call"))
+    """Call a binding and :func:`check` its status, naming the function in any error.
+
+    A binding that raises instead of returning a status (a library such as libnvrtc that
+    cannot be loaded, a function the driver lacks) becomes a GpuError too.
+    """
+    name = getattr(fn, "__name__", "CUDA call")
+    try:
+        result = fn(*args)
+    except GpuError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the bindings raise RuntimeError, TypeError, ...
+        raise GpuError(
+            f"{name} unavailable: {type(exc).__name__}: {exc}",
+            "install NVRTC/driver libraries matching cuda-python (x86 without a CUDA "
+            'toolkit: pip install "cuda-python[all]"), or run with --set inference.device=cpu',
+        ) from None
+    return check(result, name)
 
 
 def is_not_ready(status: Any) -> bool:
