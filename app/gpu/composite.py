@@ -200,6 +200,11 @@ class GpuCompositor:
         if self._cpu_refiner is not None:
             self._cpu_refiner.reset()
 
+    @property
+    def has_state(self) -> bool:
+        """True once a probability map has been fed (the first frame's, or zeros)."""
+        return self._state is not None and self._have_state
+
     def _ensure_state(self, shape: Tuple[int, int]) -> None:
         if self._state_shape == shape:
             return

@@ -175,7 +175,7 @@ class GpuPipeline:
         return res
 
     @property
-    def frames_size(self) -> int:
+    def slots_allocated(self) -> int:
         """How many slots hold GPU resources."""
         return len(self._slots)
 
@@ -336,7 +336,7 @@ class GpuComposite(Stage):
             prob = self._to_probability(slot.output, profile)
             slot.prob = prob
             comp.update_from_host(prob, smoothing, s)
-        elif comp._state is None:  # noqa: SLF001 - paused before any inference
+        elif not comp.has_state:  # paused before any inference: nothing is person
             zeros = np.zeros((profile.height, profile.width), np.float32)
             comp.update_from_host(zeros, 0.0, s)
 
