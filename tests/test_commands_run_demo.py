@@ -80,8 +80,10 @@ def _sigterm_after_frames(cmd: List[str], tmp_path: Path, stats: Path, marker: s
         time.sleep(1.5)  # let frames flow into the recording
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        # Not communicate(): it would read stderr too, racing the line collector.
+        proc.wait(timeout=30)
         elapsed = time.monotonic() - t0
+        out = proc.stdout.read()  # the summary: small, fits the pipe
     finally:
         if proc.poll() is None:
             proc.kill()
