@@ -1,4 +1,5 @@
-"""Output sinks: ``display://0`` (OpenCV window), ``file://out.mp4`` (recorder), ``none``.
+"""Output sinks: ``display://0`` (OpenCV window), ``file://out.mp4`` (recorder), ``none``,
+and ``http://HOST:PORT`` (browser preview, :mod:`app.web_preview`).
 
 Every sink runs in its own thread behind a one-frame mailbox. ``submit`` copies what the
 sink needs out of the pipeline's slot (the slot is recycled as soon as ``submit`` returns)
@@ -34,7 +35,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
 ESC = 27
 
 
-class _Item:
+class SinkFrame:
     """A sink-owned copy of one frame (buffers reused from frame to frame)."""
 
     __slots__ = ("frame", "mask", "source", "frame_id", "capture_ts_ns", "capture_mono_ns")
@@ -78,9 +79,9 @@ class ThreadedSink:
         self.g2g = SampleRing(256)
         self.error: Optional[BaseException] = None
         self._runner: Any = None
-        self._items = (_Item(), _Item())
-        self._pending: Optional[_Item] = None
-        self._busy: Optional[_Item] = None
+        self._items = (SinkFrame(), SinkFrame())
+        self._pending: Optional[SinkFrame] = None
+        self._busy: Optional[SinkFrame] = None
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
@@ -147,7 +148,7 @@ class ThreadedSink:
         }
 
     # -- internals --------------------------------------------------------------------
-    def _fill(self, item: _Item, result: FrameResult) -> None:
+    def _fill(self, item: SinkFrame, result: FrameResult) -> None:
         item.frame_id = result.frame_id
         item.capture_ts_ns = result.capture_ts_ns
         item.capture_mono_ns = result.capture_mono_ns
@@ -211,7 +212,7 @@ class ThreadedSink:
     def _open(self) -> None:
         pass
 
-    def _write(self, item: _Item) -> None:
+    def _write(self, item: SinkFrame) -> None:
         raise NotImplementedError
 
     def _idle(self) -> None:
@@ -304,7 +305,7 @@ class FileSink(ThreadedSink):
             "recording %s (%dx%d @ %.1f fps, %s)", self.path, size[0], size[1], fps, self.codec
         )
 
-    def _write(self, item: _Item) -> None:
+    def _write(self, item: SinkFrame) -> None:
         frame = item.frame
         h, w = frame.shape[:2]
         if self._writer is None:
@@ -383,7 +384,7 @@ class DisplaySink(ThreadedSink):
             cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
         self._window = True
 
-    def _write(self, item: _Item) -> None:
+    def _write(self, item: SinkFrame) -> None:
         if not self._window:
             self._make_window()
         cv2.imshow(self.title, item.frame)
@@ -458,11 +459,11 @@ class ContactSheetSink(ThreadedSink):
         self._taken += 1
         return super().submit(result)
 
-    def _write(self, item: _Item) -> None:
+    def _write(self, item: SinkFrame) -> None:
         if item.source is not None and item.mask is not None:
             self._tiles.append(self._row(item))
 
-    def _row(self, item: _Item) -> np.ndarray:
+    def _row(self, item: SinkFrame) -> np.ndarray:
         h, w = item.frame.shape[:2]
         tw = self.width
         th = max(1, int(round(h * tw / w)))
@@ -500,7 +501,7 @@ class ContactSheetSink(ThreadedSink):
 
 
 def parse_output(uri: str) -> Tuple[str, str]:
-    """Classify an output URI: ("none"|"display"|"file", target)."""
+    """Classify an output URI: ("none"|"display"|"file"|"http", target)."""
     text = str(uri).strip()
     if text in ("", "none", "null", "none://"):
         return "none", ""
@@ -514,12 +515,15 @@ def parse_output(uri: str) -> Tuple[str, str]:
         if not target:
             raise OutputError(f"output {text!r}: no file name", "e.g. file://out.mp4")
         return "file", target
+    if text.startswith("http://"):
+        return "http", text
     if "://" not in text and Path(text).suffix.lower() in VIDEO_SUFFIXES:
         return "file", text  # a plain video path is what users mean
     scheme = text.split("://", 1)[0] if "://" in text else text
     raise OutputError(
         f"unknown output {text!r} ({scheme!r} is not an output scheme)",
-        "use display://0, file://out.mp4 or none (several --output may be given)",
+        "use display://0, file://out.mp4, http://0.0.0.0:8080 (browser preview) or none "
+        "(several --output may be given)",
     )
 
 
@@ -543,6 +547,10 @@ def build_sinks(cfg: Any, uris: Optional[Sequence[str]] = None) -> List[Any]:
             require_display(uri)
             d = cfg.output.display
             sinks.append(DisplaySink(uri, d.title, d.fullscreen))
+        elif kind == "http":
+            from app.web_preview import WebPreviewSink
+
+            sinks.append(WebPreviewSink(target))
         else:
             sinks.append(FileSink(target, cfg.output.codec, cfg.output.record_mask, cfg.input.fps))
     if cfg.publish.enabled:

@@ -1,0 +1,234 @@
+"""``http://HOST:PORT``: watch the composite in a browser (MJPEG), for headless devices.
+
+The sink serves three paths from a small threaded HTTP server:
+
+* ``/``: a page showing the stream;
+* ``/stream.mjpg``: ``multipart/x-mixed-replace`` JPEG stream (any browser, VLC, ffplay);
+* ``/snapshot.jpg``: the latest frame.
+
+Frames are JPEG-encoded in the sink's own thread, and only while someone is watching. A
+slow viewer only ever gets the newest frame. ``http://:8080`` binds to 127.0.0.1; to watch
+from another machine bind ``http://0.0.0.0:8080`` (anyone on the network can then see the
+video: segcam logs a warning).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Optional, Tuple
+
+import cv2
+
+from app.errors import OutputError
+from app.outputs import SinkFrame, ThreadedSink
+
+log = logging.getLogger("segcam.output")
+
+BOUNDARY = "segcamframe"
+PAGE = (
+    "<!doctype html><html><head><title>segcam</title>"
+    '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+    '<body style="margin:0;background:#111"><img src="/stream.mjpg" '
+    'style="width:100%;height:auto" alt="segcam live"></body></html>'
+)
+
+
+def parse_http_uri(uri: str) -> Tuple[str, int]:
+    """``http://[host]:port`` -> (host, port); an empty host means 127.0.0.1."""
+    rest = uri[len("http://") :].rstrip("/")
+    if "/" in rest:
+        raise OutputError(f"output {uri!r}: a web preview has no path", "e.g. http://0.0.0.0:8080")
+    host, sep, port_text = rest.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise OutputError(f"output {uri!r}: expected http://HOST:PORT", "e.g. http://0.0.0.0:8080")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port_text)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a viewer that never leaves must not hold up shutdown
+    sink: WebPreviewSink
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        log.debug("web preview: " + format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", PAGE.encode())
+        elif path == "/snapshot.jpg":
+            jpeg = self.server.sink.snapshot(timeout=5.0)
+            if jpeg is None:
+                self._send(503, "text/plain", b"no frame yet\n")
+            else:
+                self._send(200, "image/jpeg", jpeg)
+        elif path == "/stream.mjpg":
+            self._stream()
+        else:
+            self._send(404, "text/plain", b"not found: try / or /stream.mjpg\n")
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self) -> None:
+        sink = self.server.sink
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        seq = 0
+        sink.viewer_joined()
+        try:
+            while not sink.closing:
+                seq, jpeg = sink.wait_jpeg(seq, timeout=1.0)
+                if jpeg is None:
+                    continue
+                self.wfile.write(
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
+                )
+                self.wfile.write(jpeg)
+                self.wfile.write(b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the viewer left
+        finally:
+            sink.viewer_left()
+
+
+class WebPreviewSink(ThreadedSink):
+    """Serves the composite as MJPEG over HTTP (see the module docstring)."""
+
+    def __init__(self, uri: str, quality: int = 80) -> None:
+        super().__init__(uri)
+        self.uri = uri
+        self.host, self.port = parse_http_uri(uri)
+        self.quality = quality
+        self.closing = False
+        self._server: Optional[_Server] = None
+        self._server_thread: Optional[threading.Thread] = None
+        self._jpeg: Optional[bytes] = None
+        self._seq = 0
+        self._viewers = 0
+        self._snapshot_wanted = False
+        self._jcond = threading.Condition()
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """(host, port) actually bound (port 0 asks the OS for a free one)."""
+        if self._server is None:
+            return self.host, self.port
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def _open(self) -> None:
+        try:
+            server = _Server((self.host, self.port), _Handler)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot serve the web preview on {self.host}:{self.port}: {exc.strerror or exc}",
+                "pick another port (is another segcam running?), e.g. http://0.0.0.0:8081",
+            ) from None
+        server.sink = self
+        self._server = server
+        self._server_thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="segcam-web-preview",
+            daemon=True,
+        )
+        self._server_thread.start()
+        host, port = self.address
+        log.info("web preview on http://%s:%d/", host, port)
+        if not _is_loopback(self.host):
+            log.warning(
+                "the web preview on %s:%d is reachable from the network without a password: "
+                "anyone who can reach it sees the video (bind http://127.0.0.1:%d to keep it "
+                "local)",
+                host,
+                port,
+                port,
+            )
+
+    # -- viewers ------------------------------------------------------------------------
+    def viewer_joined(self) -> None:
+        """A stream client connected."""
+        with self._jcond:
+            self._viewers += 1
+
+    def viewer_left(self) -> None:
+        """A stream client disconnected."""
+        with self._jcond:
+            self._viewers -= 1
+
+    def wait_jpeg(self, after_seq: int, timeout: float) -> Tuple[int, Optional[bytes]]:
+        """The newest JPEG once its sequence number passes ``after_seq`` (or timeout)."""
+        with self._jcond:
+            self._jcond.wait_for(lambda: self._seq > after_seq or self.closing, timeout)
+            if self._seq > after_seq:
+                return self._seq, self._jpeg
+            return after_seq, None
+
+    def snapshot(self, timeout: float) -> Optional[bytes]:
+        """A fresh JPEG of the next frame (the last one if none comes within ``timeout``)."""
+        with self._jcond:
+            seq = self._seq
+            self._snapshot_wanted = True
+            self._jcond.wait_for(lambda: self._seq > seq or self.closing, timeout)
+            return self._jpeg
+
+    def _wanted(self) -> bool:
+        with self._jcond:
+            return self._viewers > 0 or self._snapshot_wanted
+
+    # -- ThreadedSink -------------------------------------------------------------------
+    def submit(self, result: Any) -> bool:
+        """Take the frame only while someone watches (no copy, no encoding otherwise)."""
+        if not self._wanted():
+            return True
+        return super().submit(result)
+
+    def _write(self, item: SinkFrame) -> None:
+        ok, buf = cv2.imencode(".jpg", item.frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise OutputError("JPEG encoding failed for the web preview")
+        with self._jcond:
+            self._jpeg = buf.tobytes()
+            self._seq += 1
+            self._snapshot_wanted = False
+            self._jcond.notify_all()
+
+    def _close(self) -> None:
+        with self._jcond:
+            self.closing = True
+            self._jcond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters plus the number of viewers."""
+        out = super().stats()
+        out["viewers"] = self._viewers
+        return out

@@ -1,0 +1,95 @@
+"""The browser preview sink over a real HTTP socket on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from app.errors import OutputError
+from app.outputs import build_sinks, parse_output
+from app.pipeline.types import FrameResult
+from app.web_preview import WebPreviewSink, parse_http_uri
+
+
+def _result(i: int) -> FrameResult:
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, :32] = (0, 0, 255)  # red left half: survives JPEG
+    return FrameResult(i, time.time_ns(), time.monotonic_ns(), frame, np.ones((48, 64), np.float32))
+
+
+def _feed(sink: WebPreviewSink, stop: threading.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        sink.submit(_result(i))
+        i += 1
+        time.sleep(0.02)
+
+
+def test_parse_http_uri() -> None:
+    assert parse_http_uri("http://0.0.0.0:8080") == ("0.0.0.0", 8080)
+    assert parse_http_uri("http://:8080") == ("127.0.0.1", 8080)
+    assert parse_http_uri("http://[::1]:9000/") == ("::1", 9000)
+    for bad in ("http://host", "http://host:port", "http://h:80/path"):
+        with pytest.raises(OutputError):
+            parse_http_uri(bad)
+    assert parse_output("http://:8080") == ("http", "http://:8080")
+
+
+def test_snapshot_stream_and_page_over_http() -> None:
+    sink = WebPreviewSink("http://127.0.0.1:0")
+    sink.start()
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(sink, stop))
+    feeder.start()
+    try:
+        host, port = sink.address
+        base = f"http://{host}:{port}"
+        page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
+        assert "/stream.mjpg" in page
+        jpeg = urllib.request.urlopen(base + "/snapshot.jpg", timeout=10).read()
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (48, 64, 3) and img[:, :20, 2].mean() > 200
+        with urllib.request.urlopen(base + "/stream.mjpg", timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            head = resp.read(4096)
+        assert b"--segcamframe" in head and b"Content-Type: image/jpeg" in head
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/nope", timeout=10)
+    finally:
+        stop.set()
+        feeder.join(5)
+        sink.stop(3.0)
+    assert sink.written >= 1
+
+
+def test_no_viewer_no_encoding() -> None:
+    sink = WebPreviewSink("http://127.0.0.1:0")
+    sink.start()
+    for i in range(5):
+        sink.submit(_result(i))
+    time.sleep(0.2)
+    sink.stop(3.0)
+    assert sink.written == 0  # nobody asked: frames were neither copied nor encoded
+
+
+def test_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(OutputError, match="cannot serve the web preview"):
+            WebPreviewSink(f"http://127.0.0.1:{port}").start()
+
+
+def test_build_sinks_makes_a_web_preview() -> None:
+    from app.config import load_config
+
+    sinks = build_sinks(load_config(None, ["output.uris=[http://127.0.0.1:0]"]))
+    assert len(sinks) == 1 and isinstance(sinks[0], WebPreviewSink)
