@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         metavar="URI",
         action="append",
-        help="output URI, repeatable: display://0, file://out.mp4, none (overrides output.uris)",
+        help="output URI, repeatable: display://0, file://out.mp4, http://0.0.0.0:8080 "
+        "(browser preview), none (overrides output.uris)",
     )
     parser.add_argument("--stats-json", metavar="FILE", help="write the final metrics as JSON")
     parser.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
