@@ -290,13 +290,19 @@ def test_lossy_mode_stalled_subscriber_sees_gaps(started) -> None:
     sink = make_sink("publish.sndhwm=2", "publish.encoding=raw")
     stalled = make_sub(sink.endpoints[0], rcvhwm=2)
     join(sink, stalled)
-    big = soft_mask(720, 1280)
-    for i in range(80):
+    big = soft_mask(720, 1280)  # ~1 MB raw: far more than the socket buffers hold
+    deadline, i = time.monotonic() + 30, 0
+    while sink.stats()["sent_mask"] < 60 and time.monotonic() < deadline:
         sink.submit(result(i, big))
+        i += 1
         time.sleep(0.01)
+    sent = sink.stats()["sent_mask"]
     time.sleep(0.5)
-    got = receive(stalled, 80, timeout=3)
-    assert 0 < len(got) < 80
+    got = receive(stalled, sent, timeout=3)  # the backlog: the oldest messages only
+    assert 0 < len(got) < sent
+    # The stream goes on; the next message that arrives reveals the loss as a seq gap.
+    sink.submit(result(i + 1, big))
+    assert receive(stalled, 1, timeout=10)
     assert stalled.stats["gaps"] > 0
     assert sink.stats()["dropped_hwm"] == 0  # PUB drops silently per subscriber
 
