@@ -83,14 +83,14 @@ def test_subscribe_json_count(live_publisher: str, tmp_path: Path) -> None:
         "--timeout", "30", "--save", str(save),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    records = [json.loads(line) for line in r.stdout.splitlines()]
-    masks = [x for x in records if x["topic"] == "mask"]
+    records = [json.loads(line) for line in r.stdout.splitlines()]  # every line is JSON
+    masks = [x for x in records if x.get("topic") == "mask"]
     assert len(masks) == 5
     for rec in masks:
         assert rec["header"]["encoding"] == "rle" and rec["bytes"] > 0
         assert 0 <= rec["publish_ms"] < 30000 and rec["capture_ms"] >= rec["publish_ms"]
         assert 0.1 < rec["foreground"] < 0.4
-    assert "summary" in r.stderr and "Traceback" not in r.stderr
+    assert records[-1]["summary"]["received"]["mask"] >= 5 and "Traceback" not in r.stderr
     pngs = sorted(save.glob("mask_*.png"))
     assert len(pngs) >= 5
     img = cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED)
@@ -105,8 +105,9 @@ def test_subscribe_status_lines_and_show_without_display(live_publisher: str) ->
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "--show ignored: no display" in r.stderr
-    lines = [x for x in r.stderr.splitlines() if "publish->recv" in x]
+    lines = [x for x in r.stdout.splitlines() if "publish->recv" in x]
     assert lines and "MB/s" in lines[-1] and "decode errors 0" in lines[-1]
+    assert r.stdout.splitlines()[-1].startswith("summary {")
 
 
 def test_subscribe_timeout_exits_nonzero_with_a_hint() -> None:

@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save", metavar="DIR", help="write masks (PNG, binary as 0/255), frames, telemetry"
     )
     parser.add_argument(
-        "--count", type=int, default=0, metavar="N", help="stop after N masks (0 = no limit)"
+        "--count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after N masks (N messages if mask is not a topic; 0 = no limit)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON line per message on stdout")
     parser.add_argument(
@@ -151,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     topics = list(dict.fromkeys(topics))
     if args.count < 0:
         raise UsageError("--count must be 0 or more")
-    out = sys.stdout if args.json else sys.stderr  # status lines never mix with JSON lines
+    # What --count counts: masks, or every message when masks are not subscribed.
+    counted = "mask" if "mask" in topics else None
     show = False
     if args.show:
         problem = _display_problem()
@@ -201,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                     _save(save_dir, msg)
                 if show:
                     _show(msg)
-                if msg.topic == "mask":
+                if counted is None or msg.topic == counted:
                     masks += 1
                     if args.count and masks >= args.count:
                         break
@@ -213,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps({"status": line}), file=sys.stderr, flush=True)
                 else:
-                    print(_status_line(line), file=out, flush=True)
+                    print(_status_line(line), flush=True)
                 window.reset()
                 next_status = now + args.interval
     except KeyboardInterrupt:
@@ -228,10 +233,10 @@ def run(args: argparse.Namespace) -> int:
             cv2.destroyAllWindows()
     summary["received"] = stats["received"]
     summary["errors"] = stats["errors"]
-    print(
-        ("summary " + json.dumps(summary)) if not args.json else json.dumps({"summary": summary}),
-        file=sys.stderr,
-    )
+    if args.json:  # stdout stays one JSON object per line
+        print(json.dumps({"summary": summary}), flush=True)
+    else:
+        print("summary " + json.dumps(summary), flush=True)
     if rc == 9:
         raise PublishError(
             f"no message from {', '.join(args.url)} for {args.timeout:g} s",

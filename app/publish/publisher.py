@@ -280,6 +280,8 @@ class MaskPublisher:
         """Counters: messages and bytes sent, drops by cause, CPU time of the thread."""
         with self._lock:
             out = dict(self._counters)
+        out["cpu_s"] = round(out["cpu_s"], 3)
+        out["encode_ms_last"] = round(out["encode_ms_last"], 3)
         out["dropped_busy"] = self._slot.replaced
         out["auth_denied"] = self._guard.denied if self._guard is not None else 0
         out["endpoints"] = list(self.endpoints)
