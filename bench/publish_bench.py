@@ -15,6 +15,10 @@ Masks look like refined person masks (soft edges). Prints a table and, with ``--
 FILE``, writes everything plus the machine's load (``uptime``) for the report.
 
     python bench/publish_bench.py [--seconds 2] [--json out.json]
+        [--stall-model MODEL.onnx [--stall-pairs 3] [--stall-size 640x480]]
+
+With ``--stall-model`` it also runs ``segcam run`` (unpaced demo input) alternately
+without and with a stalled subscriber and compares the pipeline's fps.
 """
 
 from __future__ import annotations
@@ -172,6 +176,64 @@ def loopback_bench(w: int, h: int, encoding: str, values: str, seconds: float) -
     }
 
 
+def stall_bench(model: str, seconds: float, pairs: int, size: str) -> Dict[str, Any]:
+    """Unpaced ``segcam run`` fps: publishing with no subscriber vs with a stalled one.
+
+    Runs alternate (A B A B ...) so that the machine's changing load hits both alike;
+    the stalled subscriber connects, subscribes to everything and never reads.
+    """
+    import socket
+    import tempfile
+
+    import zmq
+
+    w, h = size.split("x")
+    ctx = zmq.Context()
+    fps: Dict[str, List[float]] = {"no-subscriber": [], "stalled": []}
+    drops: List[int] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(pairs * 2):
+            name = "no-subscriber" if k % 2 == 0 else "stalled"
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                url = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+            stalled = None
+            if name == "stalled":
+                stalled = ctx.socket(zmq.SUB)
+                stalled.setsockopt(zmq.RCVHWM, 2)
+                stalled.setsockopt(zmq.LINGER, 0)
+                stalled.setsockopt(zmq.SUBSCRIBE, b"")
+                stalled.connect(url)
+            stats = os.path.join(tmp, f"{k}.json")
+            cmd = [sys.executable, "-m", "app", "run", "--input", "demo", "--seconds",
+                   str(seconds), "--stats-json", stats, "--set", f"model.path={model}",
+                   "--set", f"input.width={w}", "--set", f"input.height={h}",
+                   "--set", "thermal.enabled=false", "--set", "publish.enabled=true",
+                   "--set", f"publish.bind=['{url}']", "--set", "publish.encoding=raw",
+                   "--set", "publish.values=probability", "--set", "publish.frame_topic=true",
+                   "--set", "publish.nodrop=true"]  # fmt: skip
+            subprocess.run(cmd, capture_output=True, check=True, timeout=seconds + 120)
+            if stalled is not None:
+                stalled.close(0)
+            with open(stats, encoding="utf-8") as f:
+                st = json.load(f)
+            fps[name].append(st["average_fps"])
+            if name == "stalled":
+                drops.append(st["sinks"]["publish"]["dropped_hwm"])
+            print(f"stall run {k}: {name} {st['average_fps']:.2f} fps", flush=True)
+    ctx.term()
+    a, b = np.mean(fps["no-subscriber"]), np.mean(fps["stalled"])
+    return {
+        "size": size,
+        "seconds": seconds,
+        "fps": fps,
+        "mean_no_subscriber": float(a),
+        "mean_stalled": float(b),
+        "change_percent": float(100 * (b - a) / a) if a else None,
+        "stalled_dropped_hwm": drops,
+    }
+
+
 def machine() -> Dict[str, Any]:
     """What the numbers were measured on, including the load at the time."""
     try:
@@ -194,10 +256,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="loopback run per case")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    ap.add_argument(
+        "--stall-model", metavar="ONNX", help="also measure pipeline fps with a stalled subscriber"
+    )
+    ap.add_argument("--stall-pairs", type=int, default=3, help="A/B pairs of --stall runs")
+    ap.add_argument("--stall-seconds", type=float, default=8.0, help="seconds per --stall run")
+    ap.add_argument("--stall-size", default="640x480", help="frame size of --stall runs")
+    ap.add_argument("--skip-codec", action="store_true", help="only the --stall measurement")
     args = ap.parse_args()
     before = machine()
+    stall = None
+    if args.stall_model:
+        stall = stall_bench(args.stall_model, args.stall_seconds, args.stall_pairs, args.stall_size)
     rows: List[Tuple[str, Dict[str, Any], Dict[str, Any]]] = []
-    for w, h in SIZES:
+    for w, h in [] if args.skip_codec else SIZES:
         for encoding, values in ENCODINGS:
             name = f"{w}x{h} {encoding}/{values}"
             codec = codec_bench(w, h, encoding, values)
@@ -218,6 +290,13 @@ def main() -> int:
             f"{lo['publisher_cpu_ms_per_msg'] or 0:>10.2f}{lo['process_cpu_ms_per_msg'] or 0:>9.2f}"
             f"{lo['submit_ms_p50']:>8.2f}"
         )
+    if stall is not None:
+        print(
+            f"stalled subscriber ({stall['size']}, nodrop, raw+frame): "
+            f"{stall['mean_no_subscriber']:.2f} fps without vs {stall['mean_stalled']:.2f} fps "
+            f"with ({stall['change_percent']:+.1f}%), runs {stall['fps']}, "
+            f"dropped_hwm {stall['stalled_dropped_hwm']}"
+        )
     print(f"machine before: {before['uptime']}")
     print(f"machine after:  {after['uptime']}")
     if args.json:
@@ -225,6 +304,7 @@ def main() -> int:
             "machine_before": before,
             "machine_after": after,
             "cases": [{"case": n, "codec": c, "loopback": lo} for n, c, lo in rows],
+            "stall": stall,
         }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2)
