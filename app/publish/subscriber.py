@@ -263,6 +263,14 @@ class MaskSubscriber:
             if n <= 3 or n % 1000 == 0:
                 log.warning("skipped a message (%s #%d): %s", kind, n, exc)
             return None
+        except Exception as exc:  # noqa: BLE001 - hostile input must not end the stream
+            # A decoder library failing on bytes our checks let through: counted and
+            # logged as malformed, like any other bad message.
+            with self._lock:
+                self._stats["bytes"] += size
+                self._stats["errors"]["malformed"] += 1
+            log.warning("skipped a message that broke a decoder: %s: %s", type(exc).__name__, exc)
+            return None
         self._track_seq(msg.topic, msg.header)
         with self._lock:
             self._stats["bytes"] += size
