@@ -375,3 +375,28 @@ def test_bad_subscriber_arguments() -> None:
 
 def test_zmq_version_has_heartbeats() -> None:
     assert zmq.zmq_version_info() >= (4, 2)
+
+
+def test_a_decoder_crash_is_counted_not_raised(started, monkeypatch) -> None:
+    """A decoder library raising something unexpected is simulated here (no real input is
+    known to do it: the fuzz tests found none); the iterator must count it and go on."""
+    make_sink, make_sub = started
+    sink = make_sink()
+    sub = make_sub(sink.endpoints[0])
+    join(sink, sub)
+    real = protocol.decode
+    calls = {"n": 0}
+
+    def flaky(frames, topics=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("libfoo exploded")
+        return real(frames, topics)
+
+    monkeypatch.setattr("app.publish.subscriber.protocol.decode", flaky)
+    sink.submit(result(1, soft_mask()))
+    time.sleep(0.1)
+    sink.submit(result(2, soft_mask()))
+    got = receive(sub, 1)
+    assert got and got[0].header["frame_id"] == 2
+    assert sub.stats["errors"]["malformed"] == 1
