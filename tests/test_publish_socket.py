@@ -394,8 +394,11 @@ def test_a_decoder_crash_is_counted_not_raised(started, monkeypatch) -> None:
         return real(frames, topics)
 
     monkeypatch.setattr("app.publish.subscriber.protocol.decode", flaky)
+    sent = sink.stats()["sent_mask"]
     sink.submit(result(1, soft_mask()))
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while sink.stats()["sent_mask"] == sent and time.monotonic() < deadline:
+        time.sleep(0.01)
     sink.submit(result(2, soft_mask()))
     got = receive(sub, 1)
     assert got and got[0].header["frame_id"] == 2
