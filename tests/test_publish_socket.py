@@ -65,6 +65,15 @@ def join(sink: MaskPublisherSink, sub: MaskSubscriber, timeout: float = 10.0) ->
     pytest.fail("subscriber never received the warm-up mask")
 
 
+def submit_and_wait(sink: MaskPublisherSink, res: FrameResult, timeout: float = 10.0) -> None:
+    """Submit, then wait until the publisher thread has sent it (so none is replaced)."""
+    sent = sink.stats()["sent_mask"]
+    sink.submit(res)
+    deadline = time.monotonic() + timeout
+    while sink.stats()["sent_mask"] == sent and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def receive(sub: MaskSubscriber, n: int, topic: str = "mask", timeout: float = 10.0) -> List[Any]:
     out: List[Any] = []
     deadline = time.monotonic() + timeout
@@ -120,8 +129,7 @@ def test_every_encoding_roundtrips_exactly_over_the_socket(started, encoding, va
     for i in range(5):
         mask = soft_mask(seed=i)
         sent[i] = protocol.quantize(mask, values, 0.5)
-        sink.submit(result(i, mask))
-        time.sleep(0.03)  # the latest-slot would rightly drop masks offered faster than sent
+        submit_and_wait(sink, result(i, mask))  # offered faster, the latest-slot drops
     got = receive(sub, 5)
     assert [m.header["frame_id"] for m in got] == list(range(5))
     for msg in got:
@@ -394,11 +402,7 @@ def test_a_decoder_crash_is_counted_not_raised(started, monkeypatch) -> None:
         return real(frames, topics)
 
     monkeypatch.setattr("app.publish.subscriber.protocol.decode", flaky)
-    sent = sink.stats()["sent_mask"]
-    sink.submit(result(1, soft_mask()))
-    deadline = time.monotonic() + 10
-    while sink.stats()["sent_mask"] == sent and time.monotonic() < deadline:
-        time.sleep(0.01)
+    submit_and_wait(sink, result(1, soft_mask()))
     sink.submit(result(2, soft_mask()))
     got = receive(sub, 1)
     assert got and got[0].header["frame_id"] == 2
