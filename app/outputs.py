@@ -324,7 +324,13 @@ class FileSink(ThreadedSink):
             if writer is not None:
                 writer.release()
         if self._writer is not None:
-            log.info("recorded %d frames to %s", self.written, self.path)
+            if self.written:
+                log.info("recorded %d frames to %s", self.written, self.path)
+            else:  # a container without frames does not play: leave nothing behind
+                for path in (self.path, mask_video_path(self.path)):
+                    if path.is_file() and (path == self.path or self.record_mask):
+                        path.unlink()
+                log.info("nothing recorded to %s (no frames)", self.path)
         self._writer = self._mask_writer = None
 
     def stats(self) -> Dict[str, Any]:

@@ -176,3 +176,13 @@ def test_display_sink_shows_frames() -> None:
     sink.stop(2.0)
     assert sink.written >= 1
     assert os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+
+
+def test_a_recording_without_frames_leaves_no_file(tmp_path) -> None:
+    out = tmp_path / "empty.mp4"
+    sink = FileSink(str(out), record_mask=True)
+    sink.start()
+    sink._open_writers((64, 48))  # as when the source's size is known at start
+    assert out.exists()
+    sink.stop(2.0)
+    assert not out.exists() and not mask_video_path(out).exists()

@@ -256,3 +256,14 @@ def test_stop_from_another_thread_and_extension_lifecycle(selfie_onnx, backend) 
     assert time.monotonic() - t0 < cfg.pipeline.stop_timeout_s + 1.0
     assert ext.events == ["start", "stop"]
     assert runner.stop_reason == "test"
+
+
+def test_fps_cap_limits_a_live_source(selfie_onnx, backend) -> None:
+    """The governor's fps cap: a live 30 fps source capped at 4 fps skips frames."""
+    cfg = pipeline_config(selfie_onnx, "input.realtime=true", "input.fps=30")
+    runner = _runner(cfg, backend)
+    runner.knobs.update(fps_cap=4.0)
+    assert runner.run(max_seconds=2.0) == 0
+    snap = runner.metrics.snapshot()
+    assert 1 <= snap["frames_in"] <= 4 * 2 + 2  # the cap's bound, with one frame of slack
+    assert runner.source.stats()["frames"] > snap["frames_in"]  # the rest were skipped
