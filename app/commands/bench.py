@@ -130,8 +130,14 @@ def apply_lib_threads(cfg: Any, n: int) -> None:
     cfg.inference.threads = n
 
 
-def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
-    """Run both modes and return the result object (what --json prints)."""
+def run_bench(
+    cfg: Any, frames: int, warmup: int, plot_path: Optional[str] = None
+) -> Dict[str, Any]:
+    """Run both modes and return the result object (what --json prints).
+
+    With GPU stages the result also carries how often their CUDA work overlapped, and
+    with ``plot_path`` their timeline is drawn next to it (``<stem>.timeline.png``).
+    """
     from app.pipeline.assemble import open_backend
     from app.pipeline.runner import Runner
     from app.pipeline.sequential import run_sequential
@@ -157,6 +163,7 @@ def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
         if runner.error is not None:
             raise runner.error
         pipe = runner.metrics.snapshot()
+        gpu = _gpu_timeline(stages, plot_path)
         pipe_fps = probe.fps()
         pipe_cpu, pipe_cores = probe.cpu_use()
         log.info("pipelined: %.2f fps", pipe_fps)
@@ -194,6 +201,7 @@ def run_bench(cfg: Any, frames: int, warmup: int) -> Dict[str, Any]:
         "glass_to_glass_ms": pipe["glass_to_glass_ms"],
         "sequential_glass_to_glass_ms": seq["glass_to_glass_ms"],
         "drops": pipe["drops"],
+        **gpu,
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
@@ -207,6 +215,23 @@ def _cv_threads() -> int:
     import cv2
 
     return int(cv2.getNumThreads())
+
+
+def _gpu_timeline(stages: Any, plot_path: Optional[str]) -> Dict[str, Any]:
+    """GPU stages only: stream overlap figures and, if asked, the timeline chart."""
+    timeline = (getattr(stages, "info", None) or {}).get("timeline")
+    if timeline is None:
+        return {}
+    out: Dict[str, Any] = {"gpu_overlap": timeline.overlap()}
+    if plot_path:
+        from pathlib import Path
+
+        from app.gpu.timeline import plot_stage_timeline
+
+        written = plot_stage_timeline(stages, Path(plot_path), "segcam bench: GPU stage timeline")
+        if written is not None:
+            out["timeline_plot"] = str(written)
+    return out
 
 
 def format_table(result: Dict[str, Any]) -> str:
@@ -252,18 +277,25 @@ def format_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: Dict[str, Any], path: str) -> None:
-    """Grouped bar chart of per-stage p50 (bars) and p95 (whiskers) for both modes."""
+def _check_plotting() -> None:
+    """UsageError unless matplotlib can be imported (checked before a long run)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError(
             "--plot needs matplotlib, which is not installed",
             'pip install "segcam[plot]" (or pip install matplotlib)',
         ) from None
+
+
+def plot(result: Dict[str, Any], path: str) -> None:
+    """Grouped bar chart of per-stage p50 (bars) and p95 (whiskers) for both modes."""
+    _check_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     seq, pipe = result["sequential_stages"], result["stages"]
     names = [n for n in pipe if n in MAIN_STAGES or "/" in n]
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -325,7 +357,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--lib-threads must be 0 or more, got {args.lib_threads}")
     if args.lib_threads:
         apply_lib_threads(cfg, args.lib_threads)
-    result = run_bench(cfg, args.frames, args.warmup)
+    if args.plot:
+        _check_plotting()
+    result = run_bench(cfg, args.frames, args.warmup, plot_path=args.plot)
     if args.plot:
         plot(result, args.plot)
     if args.json:
@@ -334,4 +368,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(result))
         if args.plot:
             print(f"plot: {args.plot}")
+        if result.get("timeline_plot"):
+            print(f"GPU stage timeline: {result['timeline_plot']}")
     return 0
