@@ -65,7 +65,9 @@ class _Lines:
         return "".join(self.lines)
 
 
-def _sigterm_after_frames(cmd: List[str], tmp_path: Path, stats: Path, marker: str):
+def _sigterm_after_frames(
+    cmd: List[str], tmp_path: Path, stats: Path, marker: str, sig: int = signal.SIGTERM
+):
     proc = subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -79,7 +81,7 @@ def _sigterm_after_frames(cmd: List[str], tmp_path: Path, stats: Path, marker: s
         assert lines.wait_for(marker, 120), lines.text()
         time.sleep(1.5)  # let frames flow into the recording
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         # Not communicate(): it would read stderr too, racing the line collector.
         proc.wait(timeout=30)
         elapsed = time.monotonic() - t0
@@ -91,7 +93,8 @@ def _sigterm_after_frames(cmd: List[str], tmp_path: Path, stats: Path, marker: s
     return proc.returncode, elapsed, out, lines.text(), json.loads(stats.read_text())
 
 
-def test_sigterm_stops_run_within_2s_and_the_recording_is_complete(selfie_onnx, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_run_within_2s_and_the_recording_is_complete(selfie_onnx, tmp_path, sig):
     video = tmp_path / "rec.mp4"
     stats = tmp_path / "stats.json"
     cmd = _segcam(
@@ -105,13 +108,16 @@ def test_sigterm_stops_run_within_2s_and_the_recording_is_complete(selfie_onnx, 
         "--stats-json",
         str(stats),
     )
-    code, elapsed, out, err, st = _sigterm_after_frames(cmd, tmp_path, stats, "pipeline running")
+    code, elapsed, out, err, st = _sigterm_after_frames(
+        cmd, tmp_path, stats, "pipeline running", sig
+    )
+    name = signal.Signals(sig).name
     assert code == 0, err
     assert elapsed < 2.0, f"took {elapsed:.2f}s to stop\n{err}"
     assert "Traceback" not in err
-    assert "SIGTERM" in err and "glass-to-glass" in out  # summary printed
+    assert name in err and "glass-to-glass" in out  # summary printed
     written = st["sinks"][f"file:{video}"]["written"]
-    assert written > 0 and st["stop_reason"] == "SIGTERM"
+    assert written > 0 and st["stop_reason"] == name
     assert count_video_frames(video) == (written, written)
 
 
