@@ -268,3 +268,48 @@ def test_bench_rejects_a_bad_resolution(tmp_path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr
+
+
+def test_input_lost_for_good_mid_run_exits_with_its_error(selfie_onnx, tmp_path) -> None:
+    """An image folder that disappears mid-run and never comes back (real files)."""
+    import shutil
+
+    import cv2
+
+    from app.demo_scene import DemoScene
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), DemoScene(160, 90, 30.0).render(0)[0])
+    proc = subprocess.Popen(
+        _segcam(
+            "run",
+            *_model(selfie_onnx),
+            "--input",
+            str(folder),
+            "--set",
+            "input.loop=true",
+            "--set",
+            "input.reconnect.initial_s=0.05",
+            "--set",
+            "input.reconnect.max_attempts=2",
+        ),
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = _Lines(proc)
+    try:
+        assert lines.wait_for("pipeline running", 120), lines.text()
+        shutil.rmtree(folder)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = lines.text()
+    assert proc.returncode == 5, err
+    assert "segcam: error: input" in err and "not back after 2 attempts" in err
+    assert "Traceback" not in err
