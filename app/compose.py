@@ -98,9 +98,6 @@ def blur_plan(strength: int) -> Tuple[int, int]:
     return d, k
 
 
-_blur_plan = blur_plan  # older name, used by the GPU compositor
-
-
 class _VideoBackground:
     """Frames of a looping video file (one per call)."""
 
@@ -189,9 +186,6 @@ class Compositor:
 
     def follow_knobs(self, knobs: Any) -> None:
         """Apply a run-time ``knobs.background`` change (done by :meth:`compose` itself)."""
-        self._follow_knobs(knobs)
-
-    def _follow_knobs(self, knobs: Any) -> None:
         items = getattr(knobs, "background", ()) if knobs is not None else ()
         if not items or items == self._items:
             return
@@ -275,7 +269,7 @@ class Compositor:
 
         ``mask`` is HxW float32 in [0, 1] at frame size. Writes into ``out`` when given.
         """
-        self._follow_knobs(knobs)
+        self.follow_knobs(knobs)
         h, w = frame_bgr.shape[:2]
         if mask.shape != (h, w):
             raise PipelineError(

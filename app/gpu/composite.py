@@ -118,9 +118,9 @@ def feather_weights(radius: int) -> np.ndarray:
 
 def blur_plan(strength: int) -> Tuple[int, int]:
     """(downscale factor, kernel size) of app.compose's blur background."""
-    from app.compose import _blur_plan
+    from app.compose import blur_plan as cpu_blur_plan
 
-    return _blur_plan(int(strength))
+    return cpu_blur_plan(int(strength))
 
 
 def emulate_gauss_u8(img: np.ndarray, k: int) -> np.ndarray:
@@ -397,7 +397,7 @@ class GpuCompositor:
         """
         from app.refine import MaskRefiner, params_from
 
-        self.cpu._follow_knobs(knobs)  # noqa: SLF001 - the CPU compositor owns settings
+        self.cpu.follow_knobs(knobs)  # the CPU compositor owns the background settings
         p = params_from(self.refine_cfg, knobs)
         h, w = frame_host.shape[:2]
         st = self._size_state(w, h)
@@ -419,7 +419,7 @@ class GpuCompositor:
             if self._cpu_refiner is None:
                 self._cpu_refiner = MaskRefiner(self.refine_cfg)
             state = self.state_host(stream)
-            self._cpu_refiner._state = state  # noqa: SLF001 - continue from the GPU state
+            self._cpu_refiner.load_state(state)  # continue from the GPU's smoothing state
             host = st.buffer("mask_host", w * h * 4, pinned=True)
             self._cpu_refiner.refine(None, (h, w), knobs, out=host.array((h, w), np.float32))
             dev = st.buffer("mask_in", w * h * 4)
