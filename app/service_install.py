@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from app.errors import ServiceError
+from app.fileio import write_atomic
 
 UNIT_NAME = "segcam.service"
 CONFIG_DIR = "/etc/segcam"
@@ -184,17 +185,9 @@ def _make_dir(path: Path, mode: int, owner: Optional[str], group: str) -> None:
 
 
 def _install_file(path: Path, text: str, mode: int, owner: Optional[str], group: str) -> None:
-    _write(path, text, mode)
+    write_atomic(path, text, mode)
     if owner is not None:
         shutil.chown(str(path), owner, group)
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(str(tmp), mode)
-    os.replace(str(tmp), str(path))
 
 
 def _check_privileges(opts: Options) -> None:
@@ -316,7 +309,7 @@ def plan_install(opts: Options) -> Plan:
         plan.add(
             f"{'update' if existed else 'install'} unit {unit_path} "
             f"(ExecStart={exe}, User={user}, SupplementaryGroups={' '.join(unit_groups) or '-'})",
-            _bind(_write, unit_path, unit, 0o644),
+            _bind(write_atomic, unit_path, unit, 0o644),
         )
     else:
         plan.add(f"ok: unit {unit_path} is up to date")

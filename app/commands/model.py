@@ -106,9 +106,10 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from app.errors import ModelError
+    from app.fileio import write_atomic
     from app.models.convert import convert_file
     from app.models.registry import onnx_file, spec_for_sha256, tflite_file
-    from app.models.sidecar import atomic_write, sha256_file
+    from app.models.sidecar import sha256_file
 
     src = Path(args.file).expanduser()
     if not src.is_file():
@@ -124,7 +125,7 @@ def _convert(args: argparse.Namespace) -> int:
             out = onnx_file(spec.name, cache)
             cached_src = tflite_file(spec.name, cache)
             if cached_src.resolve() != src.resolve():
-                atomic_write(cached_src, src.read_bytes())
+                write_atomic(cached_src, src.read_bytes())
             source = {
                 "wheel": spec.requirement,
                 "member": spec.member,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from app.errors import GpuError
+from app.fileio import write_atomic
 from app.gpu import cuda_api
 from app.gpu.cuda_api import call
 from app.gpu.memory import LEDGER
@@ -174,19 +173,6 @@ class Module:
         LEDGER.remove("module")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_module(
     name: str,
     sm: Tuple[int, int],
@@ -208,7 +194,7 @@ def load_module(
     if cubin is None:
         cubin = compile_cubin(src, name, sm, options)
         try:
-            _write_atomic(path, cubin)
+            write_atomic(path, cubin)
         except OSError as exc:  # a read-only cache costs a compile per start, nothing more
             log.warning("cannot write kernel cache %s: %s", path, exc)
     try:
@@ -219,5 +205,5 @@ def load_module(
         # A corrupt or foreign cubin in the cache: rebuild it once.
         log.warning("cached kernel %s failed to load: recompiling", path)
         cubin = compile_cubin(src, name, sm, options)
-        _write_atomic(path, cubin)
+        write_atomic(path, cubin)
         return Module(name, cubin), False

@@ -22,10 +22,10 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from app import __version__
 from app.errors import BackendError, EngineError
+from app.fileio import write_atomic
 from app.inference.engine_meta import (
     EngineMeta,
     TensorMeta,
-    atomic_write,
     engine_filename,
     sha256_file,
     sm_string,
@@ -292,10 +292,10 @@ def build_engine(
             "more workspace (--workspace), free GPU memory, or check the model (docs/byom.md)",
         )
     data = bytes(memoryview(serialized))
-    atomic_write(out, data)
+    write_atomic(out, data)
     new_cache = config.get_timing_cache()
     if new_cache is not None:
-        atomic_write(cache_file, bytes(memoryview(new_cache.serialize())))
+        write_atomic(cache_file, bytes(memoryview(new_cache.serialize())))
     inputs, outputs = inspect_engine(out, trt)
     meta = EngineMeta(
         model=p.name,

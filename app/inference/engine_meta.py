@@ -19,15 +19,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import re
 import shlex
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from app.errors import EngineError
+from app.fileio import write_atomic
 
 SCHEMA = 1
 SIDECAR_SUFFIX = ".json"
@@ -211,26 +210,10 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_sidecar(meta: EngineMeta, engine_path: Union[str, Path]) -> Path:
     """Write ``meta`` next to the engine (atomically); returns the sidecar path."""
     out = sidecar_path(engine_path)
-    atomic_write(out, meta.to_json())
+    write_atomic(out, meta.to_json())
     return out
 
 

