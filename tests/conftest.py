@@ -7,6 +7,7 @@ test runs (.cache/ in the repo, git-ignored), so only the first run downloads.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,22 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _restore_segcam_logger():
+    """Undo what an in-process ``segcam`` main() does to the ``segcam`` logger.
+
+    ``setup_logging`` binds a handler to the sys.stderr of the moment (pytest's capture
+    stream inside a test) and sets the level; left in place, later tests would log into a
+    closed stream or miss records below that level.
+    """
+    logger = logging.getLogger("segcam")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(scope="session")
