@@ -88,4 +88,5 @@ def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JournalFormatter() if stream_is_journal() else console_formatter())
     logger.addHandler(handler)
-    logger.propagate = False
+    # Propagation stays on: the CLI's root logger has no handlers, so nothing prints twice,
+    # and hosts that embed segcam (or pytest's caplog) still see its records.
