@@ -14,7 +14,6 @@ video: segcam logs a warning).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 
 from app.errors import OutputError
+from app.netutil import is_loopback_host
 from app.outputs import SinkFrame, ThreadedSink
 
 log = logging.getLogger("segcam.output")
@@ -46,15 +46,6 @@ def parse_http_uri(uri: str) -> Tuple[str, int]:
         raise OutputError(f"output {uri!r}: expected http://HOST:PORT", "e.g. http://0.0.0.0:8080")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port_text)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -160,7 +151,7 @@ class WebPreviewSink(ThreadedSink):
         self._server_thread.start()
         host, port = self.address
         log.info("web preview on http://%s:%d/", host, port)
-        if not _is_loopback(self.host):
+        if not is_loopback_host(self.host):
             log.warning(
                 "the web preview on %s:%d is reachable from the network without a password: "
                 "anyone who can reach it sees the video (bind http://127.0.0.1:%d to keep it "

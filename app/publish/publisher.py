@@ -9,7 +9,6 @@ item (``dropped_busy``), and a full subscriber queue drops inside ZeroMQ (or, wi
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import numpy as np
 import zmq
 
 from app.errors import PublishError
+from app.netutil import is_loopback_host
 from app.publish import protocol
 
 log = logging.getLogger("segcam.publish")
@@ -58,13 +58,7 @@ def is_loopback_endpoint(endpoint: str) -> bool:
         return False
     host = rest.rsplit(":", 1)[0] if ":" in rest else rest
     host = host.split(";")[-1]  # "source;dest" form: the bound part is what counts
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 
 
 def exposure_warning(cfg: Any) -> Optional[str]:
