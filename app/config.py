@@ -135,7 +135,7 @@ class BackgroundConfig:
     image: str = ""
     video: str = ""
     fit: Literal["cover", "fit"] = "cover"
-    blur: int = 21  # blur strength (kernel size in px at frame size)
+    blur: int = 45  # blur strength (kernel size in px at frame size)
 
 
 @dataclass
