@@ -57,7 +57,7 @@ setup(
             # Google's own runtime, for fidelity tests of the tflite->ONNX converter
             "ai-edge-litert>=1.0; python_version >= '3.9' and python_version < '3.13'",
         ],
-        "lint": ["ruff>=0.5", "vermin>=1.6"],
+        "lint": ["ruff==0.17.6", "vermin==1.9.2"],  # pinned: new rules must not break CI
     },
     entry_points={"console_scripts": ["segcam=app.cli:main"]},
     classifiers=[
