@@ -54,6 +54,7 @@ setup(
             "hypothesis>=6",
             "pycocotools>=2.0.6",
             "scikit-image>=0.19",
+            "matplotlib>=3.3",  # `segcam bench --plot` and the GPU timeline plot are tested
             # Google's own runtime, for fidelity tests of the tflite->ONNX converter
             "ai-edge-litert>=1.0; python_version >= '3.9' and python_version < '3.13'",
         ],
