@@ -29,7 +29,7 @@ import numpy as np
 
 from app.gpu.memory import DeviceBuffer, PinnedBuffer, Stream
 from app.gpu.nvrtc import Module
-from app.gpu.preprocess import resize_tables
+from app.gpu.preprocess import linear_positions, resize_tables
 
 log = logging.getLogger("segcam.gpu")
 
@@ -52,18 +52,7 @@ def float_linear_coeffs(
     float: ``w0 = 1 - fx``, ``w1 = fx``. The position is kept in double precision as
     OpenCV 5 does (OpenCV 4 rounds it to float first: up to ~1e-5 apart on a mask).
     """
-    scale = src / dst
-    d = np.arange(dst, dtype=np.float64)
-    f = (d + 0.5) * scale - 0.5
-    s = np.floor(f).astype(np.int64)
-    f = f - s
-    if clamp:
-        low = s < 0
-        f[low] = 0.0
-        s[low] = 0
-        high = s >= src - 1
-        f[high] = 0.0
-        s[high] = src - 1
+    s, f = linear_positions(src, dst, clamp, np.float64)
     w0 = (1.0 - f).astype(np.float32)
     return np.clip(s, 0, src - 1), np.clip(s + 1, 0, src - 1), w0, f.astype(np.float32)
 

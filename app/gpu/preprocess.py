@@ -24,21 +24,21 @@ COEF_SCALE = 1 << COEF_BITS
 BLOCK = (32, 8, 1)
 
 
-def linear_coeffs(
-    src: int, dst: int, clamp: bool
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV's INTER_LINEAR sample table for one axis: (i0, i1, w0, w1), weights x 2048.
+def linear_positions(
+    src: int, dst: int, clamp: bool, dtype: type = np.float32
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Source index and fraction of each destination pixel, as cv2.resize INTER_LINEAR.
 
-    ``clamp`` reproduces the horizontal axis, where a position left of the first or right
-    of the last pixel gets weight (1, 0) on the border pixel. The vertical axis keeps its
-    fractional weight and only clamps the row indices (``clamp=False``): OpenCV's rounding
-    then differs on the border rows, and so must ours.
+    ``dtype`` is the precision OpenCV keeps the position in: float32 on its uint8 path,
+    double on its float path (OpenCV 5). ``clamp`` reproduces the horizontal axis, where a
+    position left of the first or right of the last pixel gets weight (1, 0) on the border
+    pixel; the vertical axis keeps its fraction and only clamps the row indices.
     """
     scale = src / dst  # OpenCV: 1 / inv_scale, computed in double
     d = np.arange(dst, dtype=np.float64)
-    f = ((d + 0.5) * scale - 0.5).astype(np.float32)
+    f = ((d + 0.5) * scale - 0.5).astype(dtype)
     s = np.floor(f).astype(np.int64)
-    f = (f - s.astype(np.float32)).astype(np.float32)
+    f = (f - s.astype(dtype)).astype(dtype)
     if clamp:
         low = s < 0
         f[low] = 0.0
@@ -46,6 +46,18 @@ def linear_coeffs(
         high = s >= src - 1
         f[high] = 0.0
         s[high] = src - 1
+    return s, f
+
+
+def linear_coeffs(
+    src: int, dst: int, clamp: bool
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's INTER_LINEAR sample table for one axis: (i0, i1, w0, w1), weights x 2048.
+
+    ``clamp=False`` is the vertical axis: OpenCV's rounding then differs on the border
+    rows, and so must ours (see :func:`linear_positions`).
+    """
+    s, f = linear_positions(src, dst, clamp, np.float32)
     # saturate_cast<short>(float) rounds half to even, like np.rint
     w1 = np.rint(f * np.float32(COEF_SCALE)).astype(np.int64)
     w0 = np.rint((np.float32(1.0) - f) * np.float32(COEF_SCALE)).astype(np.int64)
