@@ -210,65 +210,63 @@ def _require_nchw(e: _Emitter, op: TfOperator, slot: int = 0) -> None:
 
 
 # -- operator handlers -------------------------------------------------------------------
+def _emit_conv(
+    e: _Emitter,
+    op: TfOperator,
+    inputs: List[str],
+    hw: Tuple[int, int],
+    k: Tuple[int, int],
+    group: int,
+) -> None:
+    """Emit an ONNX Conv for a TFLite (depthwise) convolution: TF padding -> explicit pads."""
+    o = op.options
+    strides = [o.StrideH(), o.StrideW()]
+    dilations = [o.DilationHFactor(), o.DilationWFactor()]
+    out = e.emit(
+        op,
+        o.FusedActivationFunction(),
+        "Conv",
+        inputs,
+        kernel_shape=list(k),
+        strides=strides,
+        dilations=dilations,
+        pads=_pads(o.Padding(), hw, k, strides, dilations),
+        group=group,
+    )
+    e.bind(op, out, True)
+
+
 def _conv2d(e: _Emitter, op: TfOperator) -> None:
     _require_nchw(e, op)
-    o = op.options
     _n, h, w, c = _spatial(e.tensor(op.inputs[0]), op)
     weights = e.const(op, 1, "filter").astype(np.float32)  # OHWI
     out_c, kh, kw, in_c = weights.shape
     if c % in_c:
         raise ModelError(f"CONV_2D (operator {op.index}): {c} channels vs filter depth {in_c}")
     bias = e.optional_const(op, 2)
-    strides = [o.StrideH(), o.StrideW()]
-    dilations = [o.DilationHFactor(), o.DilationWFactor()]
     inputs = [
         e.value(op, 0),
         e.initializer(weights.transpose(0, 3, 1, 2), e.tensor(op.inputs[1]).name),
     ]
     if bias is not None:
         inputs.append(e.initializer(bias.astype(np.float32), e.tensor(op.inputs[2]).name))
-    out = e.emit(
-        op,
-        o.FusedActivationFunction(),
-        "Conv",
-        inputs,
-        kernel_shape=[kh, kw],
-        strides=strides,
-        dilations=dilations,
-        pads=_pads(o.Padding(), (h, w), (kh, kw), strides, dilations),
-        group=c // in_c,
-    )
-    e.bind(op, out, True)
+    _emit_conv(e, op, inputs, (h, w), (kh, kw), group=c // in_c)
 
 
 def _depthwise(e: _Emitter, op: TfOperator) -> None:
     _require_nchw(e, op)
-    o = op.options
     _n, h, w, c = _spatial(e.tensor(op.inputs[0]), op)
     weights = e.const(op, 1, "filter").astype(np.float32)  # 1, KH, KW, C*multiplier
     _one, kh, kw, out_c = weights.shape
     if out_c % c:
         raise ModelError(f"DEPTHWISE_CONV_2D (operator {op.index}): bad filter shape")
     bias = e.optional_const(op, 2)
-    strides = [o.StrideH(), o.StrideW()]
-    dilations = [o.DilationHFactor(), o.DilationWFactor()]
     # TFLite output channel ic*m + j is group ic's j-th output: ONNX grouped-conv order.
     onnx_w = weights[0].transpose(2, 0, 1)[:, None, :, :]
     inputs = [e.value(op, 0), e.initializer(onnx_w, e.tensor(op.inputs[1]).name)]
     if bias is not None:
         inputs.append(e.initializer(bias.astype(np.float32), e.tensor(op.inputs[2]).name))
-    out = e.emit(
-        op,
-        o.FusedActivationFunction(),
-        "Conv",
-        inputs,
-        kernel_shape=[kh, kw],
-        strides=strides,
-        dilations=dilations,
-        pads=_pads(o.Padding(), (h, w), (kh, kw), strides, dilations),
-        group=c,
-    )
-    e.bind(op, out, True)
+    _emit_conv(e, op, inputs, (h, w), (kh, kw), group=c)
 
 
 def _transpose_conv_node(
