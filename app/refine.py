@@ -80,23 +80,48 @@ def params_from(refine_cfg: Any, knobs: Any = None) -> RefineParams:
     )
 
 
-def uncertainty(p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """``1 - (1 - H(p))**2`` with H the binary entropy in bits (float32; see module doc)."""
-    q = np.clip(p, _EPS, np.float32(1.0) - _EPS, dtype=np.float32)
-    r = np.float32(1.0) - q
-    h = q * np.log(q)
-    h += r * np.log(r)
+def uncertainty(
+    p: np.ndarray,
+    out: Optional[np.ndarray] = None,
+    scratch: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+) -> np.ndarray:
+    """``1 - (1 - H(p))**2`` with H the binary entropy in bits (float32; see module doc).
+
+    ``scratch`` (two float32 arrays shaped like ``p``) and ``out`` let a per-frame caller
+    allocate nothing.
+    """
+    if scratch is None:
+        scratch = (np.empty(p.shape, np.float32), np.empty(p.shape, np.float32))
+    q, t = scratch
+    h = out if out is not None else np.empty(p.shape, np.float32)
+    np.clip(p, _EPS, np.float32(1.0) - _EPS, out=q)
+    np.log(q, out=t)
+    np.multiply(q, t, out=h)  # q log q
+    np.subtract(np.float32(1.0), q, out=q)  # q now holds r = 1 - q
+    np.log(q, out=t)
+    t *= q
+    h += t  # + r log r
     h *= -_INV_LN2  # entropy in bits, in [0, 1]
     np.subtract(np.float32(1.0), h, out=h)
     np.multiply(h, h, out=h)
-    if out is None:
-        out = h
-    return np.subtract(np.float32(1.0), h, out=out)
+    return np.subtract(np.float32(1.0), h, out=h)
 
 
-def smooth(prev: np.ndarray, new: np.ndarray, strength: float, out: np.ndarray) -> np.ndarray:
-    """One smoothing step: ``new + (prev - new) * (uncertainty(new) * strength)``."""
-    u = uncertainty(new)
+def smooth(
+    prev: np.ndarray,
+    new: np.ndarray,
+    strength: float,
+    out: np.ndarray,
+    scratch: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+) -> np.ndarray:
+    """One smoothing step: ``new + (prev - new) * (uncertainty(new) * strength)``.
+
+    ``scratch`` (three float32 arrays shaped like ``new``) avoids per-call allocation.
+    """
+    if scratch is None:
+        u = uncertainty(new)
+    else:
+        u = uncertainty(new, out=scratch[0], scratch=(scratch[1], scratch[2]))
     u *= np.float32(strength)
     np.subtract(prev, new, out=out)
     out *= u
@@ -156,6 +181,7 @@ class MaskRefiner:
         self._state: Optional[np.ndarray] = None
         self._tmp: Optional[np.ndarray] = None
         self._up: Optional[np.ndarray] = None
+        self._scratch: Tuple[np.ndarray, ...] = ()
 
     def reset(self) -> None:
         """Forget the history (new scene, new model, source reconnected)."""
@@ -170,6 +196,7 @@ class MaskRefiner:
         """Continue from ``state`` (HxW float32 at model resolution), e.g. a GPU's history."""
         self._state = np.array(state, dtype=np.float32, copy=True)
         self._tmp = np.empty_like(self._state)
+        self._scratch = tuple(np.empty_like(self._state) for _ in range(3))
 
     def smooth_only(self, prob: np.ndarray, smoothing: float) -> np.ndarray:
         """Step 1 alone: update and return the history (model resolution)."""
@@ -180,10 +207,11 @@ class MaskRefiner:
             if self._state is None or self._state.shape != prob.shape:
                 self._state = np.empty_like(prob)
                 self._tmp = np.empty_like(prob)
+                self._scratch = tuple(np.empty_like(prob) for _ in range(3))
             np.clip(prob, 0.0, 1.0, out=self._state)
         else:
             new = np.clip(prob, 0.0, 1.0, out=self._tmp)
-            smooth(self._state, new, smoothing, out=self._state)
+            smooth(self._state, new, smoothing, out=self._state, scratch=self._scratch)
         return self._state
 
     def refine(
