@@ -363,9 +363,10 @@ def require_display(uri: str) -> None:
     ok, why = display_available()
     if not ok:
         raise OutputError(
-            f"{uri} needs a display; use file://out.mp4 or none ({why})",
-            "record with --output file://out.mp4, or install opencv-python (not -headless) "
-            "and run inside a desktop session",
+            f"{uri} cannot open a window: {why}",
+            "use --output file://out.mp4 or http://127.0.0.1:8080 (browser preview); for "
+            "windows on a desktop: pip uninstall -y opencv-python-headless && "
+            "pip install opencv-python (a Jetson's JetPack OpenCV has windows already)",
         )
 
 

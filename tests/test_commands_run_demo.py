@@ -195,7 +195,7 @@ BAD_INPUTS = [
     (["--input", "foo://bar"], 5, "unknown input scheme"),
     (["--input", "/nonexistent/clip.mp4"], 5, "does not exist"),
     (["--input", "/dev/video9"], 5, "/dev/video9"),
-    (["--output", "display://0"], 6, "display://0 needs a display; use file://out.mp4 or none"),
+    (["--output", "display://0"], 6, "display://0 cannot open a window"),
     (["--output", "file:///proc/segcam/out.mp4"], 6, "cannot write"),
     (["--output", "rtp://1.2.3.4:5000"], 6, "unknown output"),
     (["--set", "pipeline.queue_depth=0"], 2, "pipeline.queue_depth"),
