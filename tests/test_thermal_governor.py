@@ -473,3 +473,31 @@ def test_normal_action_applies_from_the_start(tmp_path: Path) -> None:
     gov.stop()
     assert gov.state == "normal"
     assert holder.knobs.snapshot().fps_cap == 25.0
+
+
+def test_stop_is_not_held_up_by_a_hung_sensor_read(tmp_path: Path) -> None:
+    """A sensor file that blocks on read (a FIFO with no writer: a real hung read) must not
+    hold the governor's stop() for ``read_timeout_s``: the runner gives the whole shutdown
+    ``pipeline.stop_timeout_s`` (2 s), and what an extension keeps goes missing from the
+    sinks' time to finalise recordings."""
+    orin_tree(tmp_path, 40.0)
+    cfg = _cfg(tmp_path, "thermal.read_timeout_s=4.0")
+    gov = ThermalGovernor(cfg)
+    gov.start(Holder())
+    temp = tmp_path / "sys" / "class" / "thermal" / "thermal_zone0" / "temp"
+    temp.unlink()
+    os.mkfifo(str(temp))  # every later read of zone 0 blocks in open()
+    try:
+        deadline = time.monotonic() + 10.0
+        while gov._reader is not None and not gov._reader._busy:  # a read is now hung
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        gov.stop()
+        took = time.monotonic() - t0
+    finally:
+        fd = os.open(str(temp), os.O_WRONLY | os.O_NONBLOCK)  # release the hung reader
+        os.write(fd, b"40000\n")
+        os.close(fd)
+    assert took < cfg.pipeline.stop_timeout_s, f"stop() took {took:.1f} s"
+    assert gov._thread is None

@@ -83,11 +83,14 @@ class TimedReader:
             self._pending = True
             seq = self._seq
             self._cond.notify_all()
-            if not self._cond.wait_for(lambda: self._seq != seq, timeout):
+            # close() wakes the wait: stopping the governor never waits out a hung read.
+            if not self._cond.wait_for(lambda: self._seq != seq or self._closed, timeout):
                 raise SensorTimeout(
                     f"{self.sensor.name}: a read took longer than {timeout:g}s; "
                     "the governor keeps its state until a reading arrives"
                 )
+            if self._seq == seq:
+                raise SensorTimeout(f"{self.sensor.name}: the reader was closed")
             if self._error is not None:
                 raise self._error
             return self._result
@@ -96,8 +99,10 @@ class TimedReader:
         """Stop the reader thread (a hung read is left behind: the thread is a daemon)."""
         with self._cond:
             self._closed = True
+            hung = self._busy
             self._cond.notify_all()
-        self._thread.join(timeout=0.5)
+        if not hung:  # joining a thread stuck in sensor.read() would only waste the budget
+            self._thread.join(timeout=0.5)
 
 
 class ThermalGovernor:
@@ -186,12 +191,15 @@ class ThermalGovernor:
     def stop(self) -> None:
         """Stop sampling and close the sensor (bounded); the knobs stay as they are."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.tcfg.read_timeout_s + 1.0)
-            self._thread = None
+        # Close the reader first: it wakes a tick waiting on a hung read, so the sampler
+        # ends at once instead of after read_timeout_s (longer than the whole shutdown).
+        # (A closed reader fails every read at once, so a tick that races with this ends too.)
         if self._reader is not None:
             self._reader.close()
-            self._reader = None
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+        self._reader = None
         if self.sensor is not None:
             try:
                 self.sensor.close()
@@ -227,6 +235,8 @@ class ThermalGovernor:
             else:
                 sample = self.sensor.read()
         except SensorTimeout as exc:
+            if self._stop.is_set():
+                return self.state  # woken by stop(): not a sensor problem
             self.timeouts += 1
             self._read_failed(str(exc))
             return self.state
