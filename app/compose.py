@@ -57,8 +57,29 @@ OVERLAY_ALPHA = 0.5  # tint strength of the overlay visualisation
 _KERNEL3 = np.ones((3, 3), np.uint8)
 
 
-def _scale_to(img: np.ndarray, w: int, h: int, fit: str, color: Tuple[int, int, int]):
-    """Resize ``img`` to exactly (w, h) with ``cover`` (crop) or ``fit`` (letterbox)."""
+def _reuse(bufs: Optional[Dict[str, np.ndarray]], name: str, shape: Tuple[int, ...]):
+    """``bufs[name]`` if it has ``shape`` (a new one is kept there), or None without ``bufs``."""
+    if bufs is None:
+        return None
+    buf = bufs.get(name)
+    if buf is None or buf.shape != shape:
+        buf = bufs[name] = np.empty(shape, dtype=np.uint8)
+    return buf
+
+
+def _scale_to(
+    img: np.ndarray,
+    w: int,
+    h: int,
+    fit: str,
+    color: Tuple[int, int, int],
+    bufs: Optional[Dict[str, np.ndarray]] = None,
+):
+    """Resize ``img`` to exactly (w, h) with ``cover`` (crop) or ``fit`` (letterbox).
+
+    With ``bufs`` (a dict kept by the caller) the result and the scratch image are written
+    into arrays kept there: a video background then allocates nothing per frame.
+    """
     ih, iw = img.shape[:2]
     if fit == "cover":
         # Crop the source to the target aspect ratio, centred, then resize.
@@ -71,12 +92,14 @@ def _scale_to(img: np.ndarray, w: int, h: int, fit: str, color: Tuple[int, int, 
             y0 = (ih - ch) // 2
             img = img[y0 : y0 + ch, :]
         interp = cv2.INTER_AREA if img.shape[1] > w else cv2.INTER_LINEAR
-        return cv2.resize(img, (w, h), interpolation=interp)
+        return cv2.resize(img, (w, h), dst=_reuse(bufs, "out", (h, w, 3)), interpolation=interp)
     s = min(w / iw, h / ih)
     nw, nh = max(1, round(iw * s)), max(1, round(ih * s))
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(img, (nw, nh), interpolation=interp)
-    canvas = np.empty((h, w, 3), dtype=np.uint8)
+    small = cv2.resize(img, (nw, nh), dst=_reuse(bufs, "small", (nh, nw, 3)), interpolation=interp)
+    canvas = _reuse(bufs, "out", (h, w, 3))
+    if canvas is None:
+        canvas = np.empty((h, w, 3), dtype=np.uint8)
     canvas[:] = color
     x0, y0 = (w - nw) // 2, (h - nh) // 2
     canvas[y0 : y0 + nh, x0 : x0 + nw] = small
@@ -119,18 +142,21 @@ class _VideoBackground:
                 "use a video OpenCV can read (e.g. H.264 .mp4 or MJPEG .avi)",
             )
         self._first = frame
+        # Decoded frames go into this one array (the caller scales each before the next).
+        self._frame: np.ndarray = frame
 
     def next(self) -> np.ndarray:
         """The next frame, starting again at the end of the file."""
         if self._first is not None:
             frame, self._first = self._first, None
             return frame
-        ok, frame = self._cap.read()
+        ok, frame = self._cap.read(image=self._frame)
         if not ok:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._cap.read()
+            ok, frame = self._cap.read(image=self._frame)
             if not ok:
                 raise PipelineError(f"background video {self.path} stopped decoding")
+        self._frame = frame
         return frame
 
     def close(self) -> None:
@@ -183,6 +209,7 @@ class Compositor:
         self._bg_cache: Dict[Tuple[int, int], np.ndarray] = {}
         self._inv: Optional[np.ndarray] = None
         self._weight: Optional[np.ndarray] = None
+        self._scratch: Dict[str, np.ndarray] = {}  # per-frame work arrays, reused
 
     def follow_knobs(self, knobs: Any) -> None:
         """Apply a run-time ``knobs.background`` change (done by :meth:`compose` itself)."""
@@ -227,7 +254,7 @@ class Compositor:
         if mode == "blur":
             return self._blurred(frame)
         if mode == "video":
-            return _scale_to(self._video.next(), w, h, self.cfg.fit, self._color)
+            return _scale_to(self._video.next(), w, h, self.cfg.fit, self._color, self._scratch)
         if mode in ("none", "overlay"):
             return frame
         bg = self._bg_cache.get((w, h))
@@ -311,8 +338,13 @@ class Compositor:
         cv2.blendLinear(tint, frame, weight, inv, dst=out)
         # Outline: morphological gradient (dilate - erode, 3x3) of the thresholded mask,
         # a 2-pixel band whose cost does not depend on how ragged the mask is.
-        binary = (mask > np.float32(threshold)).view(np.uint8)
-        edge = cv2.morphologyEx(binary, cv2.MORPH_GRADIENT, _KERNEL3)
+        above = self._scratch.get("above")
+        if above is None or above.shape != mask.shape:
+            above = self._scratch["above"] = np.empty(mask.shape, dtype=bool)
+        binary = np.greater(mask, np.float32(threshold), out=above).view(np.uint8)
+        edge = cv2.morphologyEx(
+            binary, cv2.MORPH_GRADIENT, _KERNEL3, dst=_reuse(self._scratch, "edge", mask.shape)
+        )
         cv2.copyTo(tint, edge, out)
         return out
 
