@@ -267,3 +267,26 @@ def test_fps_cap_limits_a_live_source(selfie_onnx, backend) -> None:
     snap = runner.metrics.snapshot()
     assert 1 <= snap["frames_in"] <= 4 * 2 + 2  # the cap's bound, with one frame of slack
     assert runner.source.stats()["frames"] > snap["frames_in"]  # the rest were skipped
+
+
+def test_profile_stages_handed_over_after_shutdown_are_closed(selfie_onnx, backend) -> None:
+    """The thermal governor's light model is built on a thread of its own and may arrive
+    while (or after) the runner shuts down: stages and backend handed over then must be
+    closed at once, not left open (the runner closes its profile stages only once)."""
+    cfg = pipeline_config(selfie_onnx)
+    runner = _runner(cfg, backend)
+    assert runner.run(max_frames=2) == 0
+    light, _ = open_backend(pipeline_config(selfie_onnx))
+    stages = build_cpu_stages(cfg, light, light.profile)
+    closed = []
+    real_close = stages.composite.close
+
+    def close() -> None:  # the real close, observed
+        closed.append("composite")
+        real_close()
+
+    stages.composite.close = close  # type: ignore[method-assign]
+    runner.add_profile_stages("light", stages, light)
+    assert closed == ["composite"]
+    assert light._sess is None  # the ONNX Runtime session was dropped
+    assert "light" not in runner.profile_stages

@@ -80,6 +80,7 @@ class Runner:
         self._started_sinks: List[Any] = []
         self._started_exts: List[Any] = []
         self._running = False
+        self._shut_down = False  # set once _shutdown took the profile stages to close
         self._max_frames: Optional[int] = None
         self._cv_threads_before: Optional[int] = None
         self._build_queues()
@@ -124,12 +125,18 @@ class Runner:
         """Register the stages of model profile ``name`` (built off the hot path).
 
         Frames captured with ``knobs.profile_override == name`` run through them; the
-        runner closes them and ``backend`` at shutdown.
+        runner closes them and ``backend`` at shutdown, or at once if they arrive after it
+        (a builder thread racing with the stop).
         """
         profile = getattr(backend, "profile", None)
         model_id = profile.identity() if hasattr(profile, "identity") else name
         with self._lock:
-            self.profile_stages[name] = (stages, backend, model_id)
+            if not self._shut_down:
+                self.profile_stages[name] = (stages, backend, model_id)
+                return
+        stages.close()
+        if backend is not None:
+            backend.close()
 
     def _stage_of(self, slot: FrameSlot, name: str, default: Stage) -> Tuple[Stage, str]:
         """The stage ``name`` for this slot's profile and that profile's model id ("" = main)."""
@@ -304,9 +311,12 @@ class Runner:
                 self.source.close()
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the input failed: %s", exc)
+        with self._lock:  # from here on, add_profile_stages closes what it is given
+            self._shut_down = True
+            extra = list(self.profile_stages.values())
         if not stuck:
             self.stages.close()
-            for stages, backend, _ in self.profile_stages.values():
+            for stages, backend, _ in extra:
                 stages.close()
                 if backend is not None:
                     backend.close()
