@@ -60,6 +60,15 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("web preview: " + format, *args)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        try:
+            self._get()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            # The viewer left while we replied (a closed tab): not an error, and the
+            # server's default would print a traceback to stderr (the journal).
+            log.debug("web preview: viewer %s left: %s", self.client_address[0], exc)
+            self.close_connection = True
+
+    def _get(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", PAGE.encode())

@@ -93,3 +93,37 @@ def test_build_sinks_makes_a_web_preview() -> None:
 
     sinks = build_sinks(load_config(None, ["output.uris=[http://127.0.0.1:0]"]))
     assert len(sinks) == 1 and isinstance(sinks[0], WebPreviewSink)
+
+
+def test_viewer_leaving_before_its_snapshot_is_not_a_traceback(capfd) -> None:
+    """A browser tab closed while /snapshot.jpg waits for the next frame: the reply then
+    meets a reset connection. That is a viewer leaving, not an error: no traceback on
+    stderr (the journal), and the preview keeps serving."""
+    import struct
+
+    sink = WebPreviewSink("http://127.0.0.1:0")
+    sink.start()
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(sink, stop))
+    try:
+        host, port = sink.address
+        client = socket.create_connection((host, port), timeout=10)
+        client.sendall(b"GET /snapshot.jpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10.0
+        while not sink._wanted():  # the handler now waits for a frame
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # Leave abruptly (RST, as a killed tab does); then the frame arrives.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        time.sleep(0.1)
+        feeder.start()
+        jpeg = urllib.request.urlopen(f"http://{host}:{port}/snapshot.jpg", timeout=10).read()
+        assert jpeg[:2] == b"\xff\xd8"  # still serving
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join(5)
+        sink.stop(3.0)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
