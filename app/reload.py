@@ -218,6 +218,17 @@ class ConfigReloader:
             return ReloadResult(True, msg)
         extensions = [e for e in _extensions(runner) if callable(getattr(e, "reconfigure", None))]
         plan = plan_reload(changes, new, bool(_thermal_extensions(extensions)))
+        if plan.background:
+            # The compositor would refuse a missing image or an undecodable video on the
+            # frame thread: refuse it here, where the reload can still say so.
+            from app.compose import check_background
+
+            try:
+                check_background(new.composite.background)
+            except ConfigError as exc:
+                msg = f"reload rejected, keeping the running config: {exc.message}"
+                log.error("%s%s", msg, f" ({exc.hint})" if exc.hint else "")
+                return ReloadResult(False, msg)
         applied: List[str] = []
         effective = effective_config(old, new, plan.restart_keys)
         if plan.knobs and getattr(runner, "knobs", None) is not None:

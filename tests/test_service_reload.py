@@ -153,6 +153,30 @@ def test_a_broken_config_is_rejected_and_nothing_changes(runner_and_governor):
     assert reloader.status()["reload_failures"] == 2
 
 
+def test_a_background_that_cannot_be_loaded_is_rejected(runner_and_governor, tmp_path):
+    """A reload naming a background image that does not exist (or a video that does not
+    decode) must be refused like any other bad config: the compositor would refuse it on
+    the frame thread anyway, so reporting success (READY=1, "applied") and recording it
+    as the running config would both be false."""
+    runner, _, path = runner_and_governor
+    before_cfg = runner.config
+    before = runner.knobs.snapshot()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    for background in (
+        f"    mode: image\n    image: {tmp_path / 'missing.png'}\n",
+        f"    mode: video\n    video: {broken}\n",
+    ):
+        text = path.read_text().split("composite:")[0].replace("threshold: 0.5", "threshold: 0.7")
+        path.write_text(text + "composite:\n  background:\n" + background)
+        result = ConfigReloader(str(path))(runner)
+        assert not result.ok, result.message
+        assert "keeping the running config" in result.message
+        assert "composite.background" in result.message
+        assert runner.config is before_cfg
+        assert runner.knobs.snapshot() == before  # not even the threshold changed
+
+
 def test_command_line_overrides_keep_winning(runner_and_governor):
     runner, _, path = runner_and_governor
     args = argparse.Namespace(
