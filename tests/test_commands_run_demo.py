@@ -315,3 +315,39 @@ def test_input_lost_for_good_mid_run_exits_with_its_error(selfie_onnx, tmp_path)
     assert proc.returncode == 5, err
     assert "segcam: error: input" in err and "not back after 2 attempts" in err
     assert "Traceback" not in err
+
+
+def test_sigterm_ends_run_while_a_reload_hangs(selfie_onnx, tmp_path) -> None:
+    """SIGHUP re-reads the config on a thread; if that read hangs (the file is now a FIFO
+    with no writer: a real blocked read, like a config on a dead network mount), SIGTERM
+    must still end ``segcam run``. A non-daemon reload thread kept the process alive."""
+    config = tmp_path / "segcam.yaml"
+    config.write_text("input:\n  uri: demo\n")
+    cmd = _segcam("run", "--config", str(config), *_model(selfie_onnx), *SMALL, "--output", "none")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = _Lines(proc)
+    try:
+        assert lines.wait_for("pipeline running", 120), lines.text()
+        config.unlink()
+        os.mkfifo(str(config))
+        proc.send_signal(signal.SIGHUP)
+        assert lines.wait_for("re-reading", 30), lines.text()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        fd = os.open(str(config), os.O_RDWR | os.O_NONBLOCK)  # no reader is left blocked
+        os.close(fd)
+    assert code == 0, lines.text()

@@ -94,8 +94,11 @@ def install_signal_handlers(runner: Any, on_hup: Optional[HupHandler] = None) ->
         if on_hup is None:
             log.info("SIGHUP: no reload handler in this build; ignored")
             return
-        # Reloading reads files and may log: do it outside the signal handler.
-        threading.Thread(target=_safe_hup, args=(on_hup, runner), name="segcam-sighup").start()
+        # Reloading reads files and may log: do it outside the signal handler. A daemon:
+        # a reload stuck on a file (dead network mount) must not keep segcam alive at exit.
+        threading.Thread(
+            target=_safe_hup, args=(on_hup, runner), name="segcam-sighup", daemon=True
+        ).start()
 
     wanted = [(signal.SIGINT, stop), (signal.SIGTERM, stop)]
     if hasattr(signal, "SIGHUP"):
