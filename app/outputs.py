@@ -207,7 +207,13 @@ class ThreadedSink:
             try:
                 self._close()
             except Exception as exc:  # noqa: BLE001 - closing must not mask the first error
-                log.warning("output %s: close failed: %s", self.name, exc)
+                if self.error is None and self._runner is not None:
+                    # Finalising is part of the output (the sheet, a file's index): the
+                    # run failed if it did, even after the last frame.
+                    self.error = exc
+                    self._runner.report_error(exc, f"output {self.name}")
+                else:
+                    log.warning("output %s: close failed: %s", self.name, exc)
 
     def _open(self) -> None:
         pass

@@ -290,3 +290,28 @@ def test_profile_stages_handed_over_after_shutdown_are_closed(selfie_onnx, backe
     assert closed == ["composite"]
     assert light._sess is None  # the ONNX Runtime session was dropped
     assert "light" not in runner.profile_stages
+
+
+def test_an_output_failing_as_it_finalises_is_the_runs_error(selfie_onnx, backend, tmp_path):
+    """A sink whose last step fails (the contact sheet's directory vanished, a full disk)
+    fails in its thread's cleanup, after the last frame: that must still reach the runner
+    (an error and a non-zero exit), not only a warning under an exit code of 0."""
+    from app.outputs import ContactSheetSink
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    sheet = ContactSheetSink(str(out_dir / "sheet.png"), rows=2, every_s=0.0, width=64)
+    cfg = pipeline_config(selfie_onnx)
+    runner = _runner(cfg, backend, [sheet])
+
+    def vanish() -> None:
+        if runner.first_frame_event.wait(30):
+            shutil.rmtree(out_dir)
+        runner.request_stop("test")
+
+    t = threading.Thread(target=vanish)
+    t.start()
+    code = runner.run(max_seconds=30)
+    t.join(5)
+    assert code != 0
+    assert runner.error is not None and "contact sheet" in str(runner.error.message)
