@@ -27,6 +27,8 @@ from typing import Any, Dict, Mapping, Optional
 
 log = logging.getLogger("segcam.service")
 
+SEND_TIMEOUT_S = 0.5  # longest a notify datagram may wait for room in systemd's queue
+
 
 # --------------------------------------------------------------------------- protocol
 
@@ -115,6 +117,10 @@ class SdNotify:
                     self._sock = socket.socket(
                         socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                     )
+                    # A full queue (systemd busy) gets a moment to drain, but a manager
+                    # that stopped reading must not hang us: STOPPING=1 is sent on the
+                    # shutdown path. A send that times out fails like any other.
+                    self._sock.settimeout(SEND_TIMEOUT_S)
                 self._sock.sendto(payload, self.address)
             except OSError as exc:
                 if not self._warned:

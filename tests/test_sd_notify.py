@@ -119,3 +119,30 @@ def test_status_line_from_runner_status():
     line = format_status(status, threshold=0.7)
     assert line == "29.8 fps | onnxruntime:CPUExecutionProvider | 71.3 C warm | threshold 0.70"
     assert format_status({}) == "running"
+
+
+def test_a_manager_that_stops_reading_never_blocks_a_send(path_socket):
+    """If the notify socket's queue fills (systemd busy or hung: nobody reads), a send must
+    fail at once, not block: ``stop()`` sends STOPPING=1 on the runner's shutdown path,
+    which has to end within ``pipeline.stop_timeout_s``."""
+    import threading
+
+    path, _sock = path_socket  # bound, never read: its queue fills after a few datagrams
+    n = SdNotify({"NOTIFY_SOCKET": path})
+    results: List[bool] = []
+
+    def flood() -> None:
+        for i in range(200):
+            results.append(n.send(STATUS=f"status {i}"))
+            if not results[-1]:
+                break
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    t.join(5.0)
+    blocked, sent = t.is_alive(), len(results)
+    _sock.close()  # wakes a sender that did block
+    t.join(5.0)
+    n.close()
+    assert not blocked, f"send blocked after {sent} datagrams"
+    assert results[0] and not results[-1]  # the first got through; the overflow is reported
