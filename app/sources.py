@@ -162,6 +162,10 @@ class Source:
         self._opened = False
         self._next_due = 0.0
         self._flip = _FLIP_CODES.get(cfg.flip)
+        # Flipped frames go into two buffers used in turn (like the demo's): a frame stays
+        # valid until the next read but one, and no frame-sized array is made per read.
+        self._flipped: List[Optional[np.ndarray]] = [None, None]
+        self._flip_turn = 0
 
     # -- public API -------------------------------------------------------------------
     def open(self) -> None:
@@ -190,7 +194,7 @@ class Source:
             if frame is not None:
                 ts, mono = time.time_ns(), time.monotonic_ns()
                 if self._flip is not None:
-                    frame = cv2.flip(frame, self._flip)
+                    frame = self._flip_into(frame)
                 self._stats.frames += 1
                 return frame, ts, mono
             if not self.reconnects:
@@ -224,6 +228,14 @@ class Source:
         }
         out.update(s.extra)
         return out
+
+    def _flip_into(self, frame: np.ndarray) -> np.ndarray:
+        i = self._flip_turn
+        self._flip_turn ^= 1
+        dst = self._flipped[i]
+        if dst is None or dst.shape != frame.shape or dst.dtype != frame.dtype:
+            dst = self._flipped[i] = np.empty_like(frame)
+        return cv2.flip(frame, self._flip, dst=dst)
 
     # -- helpers for subclasses -------------------------------------------------------
     @property
@@ -323,6 +335,9 @@ class CaptureSource(Source):
         self.live = kind in ("camera", "csi", "stream", "gst") or (kind == "file" and cfg.realtime)
         self.reconnects = kind in ("camera", "csi", "stream", "gst")
         self.frame_count = 0
+        # Decoded frames go into two buffers used in turn (see Source._flipped).
+        self._decoded: List[Optional[np.ndarray]] = [None, None]
+        self._turn = 0
 
     @property
     def paced(self) -> bool:
@@ -423,15 +438,24 @@ class CaptureSource(Source):
         cap = self._cap
         if cap is None:
             return None
-        ok, frame = cap.read()
-        if ok and frame is not None:
+        frame = self._read_into(cap)
+        if frame is not None:
             return frame
         if self.spec.kind == "file" and self.cfg.loop and self._stats.frames > 0:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = cap.read()
-            if ok:
-                return frame
+            return self._read_into(cap)
         return None
+
+    def _read_into(self, cap: cv2.VideoCapture) -> Optional[np.ndarray]:
+        """One decoded frame, written into this turn's buffer (OpenCV reuses it when the
+        size matches, else makes a new one, which is then kept)."""
+        buf = self._decoded[self._turn]
+        ok, frame = cap.read(buf) if buf is not None else cap.read()
+        if not ok or frame is None:
+            return None
+        self._decoded[self._turn] = frame
+        self._turn ^= 1
+        return frame
 
     def _close(self) -> None:
         if self._cap is not None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 import time
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -216,3 +217,52 @@ def test_demo_realtime_is_live_and_interruptible() -> None:
     assert src.read() is not None
     threading.Timer(0.2, src.interrupt).start()
     assert src.read() is None  # the 1 s pacing wait is cut short by interrupt()
+
+
+@pytest.mark.parametrize("flip", ["none", "horizontal"])
+def test_file_source_allocates_no_frame_per_read(tmp_path, flip: str) -> None:
+    """The hot path allocates no frame-sized array: once warmed up, ``read()`` decodes
+    (and flips) into buffers the source keeps (numpy and OpenCV's numpy-backed outputs
+    report their allocations to tracemalloc)."""
+    path = str(tmp_path / "clip.avi")
+    size = (320, 240)
+    _write_video(path, 12, size=size)
+    src = open_source(InputConfig(uri=path, flip=flip))
+    src.open()
+    try:
+        for _ in range(3):
+            assert src.read() is not None
+        tracemalloc.start()
+        try:
+            for _ in range(6):
+                frame, _, _ = src.read()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        src.close()
+    assert frame.shape == (240, 320, 3) and int(frame[0, 0, 0]) == pytest.approx(160, abs=3)
+    assert peak < frame.nbytes // 4, f"{peak} bytes allocated by 6 reads"
+
+
+def test_flipped_frames_stay_valid_until_the_read_after_next() -> None:
+    """Flips write into two buffers in turn: each frame is the flipped source frame, and
+    it stays intact while the next one is read (the demo's contract)."""
+    cfg = dict(uri="demo", width=96, height=64, realtime=False)
+    plain = open_source(InputConfig(**cfg))
+    flipped = open_source(InputConfig(flip="horizontal", **cfg))
+    plain.open()
+    flipped.open()
+    try:
+        previous = None
+        for _ in range(4):
+            want = plain.read()[0].copy()
+            got = flipped.read()[0]
+            np.testing.assert_array_equal(got, cv2.flip(want, 1))
+            if previous is not None:
+                np.testing.assert_array_equal(previous[0], previous[1])
+                assert previous[0] is not got
+            previous = (got, cv2.flip(want, 1))
+    finally:
+        plain.close()
+        flipped.close()
