@@ -131,7 +131,7 @@ class _Kit:
         self.cmp_mod.close()
 
 
-def _size_rows(kit: _Kit, label: str, w: int, h: int) -> List[Dict[str, Any]]:
+def _size_rows(kit: _Kit, label: str, w: int, h: int, compare: bool) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     s = kit.stream
     frames = [kit.rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(ROTATE)]
@@ -157,12 +157,17 @@ def _size_rows(kit: _Kit, label: str, w: int, h: int) -> List[Dict[str, Any]]:
     floor_bytes = kit.tensor.nbytes + n_out * 4 * 3  # output + the 4 sampled pixels each
     rows.append(_row(f"preprocess {label}->256² f32", dev_us, host_us, cpu, floor_bytes, kit.bw))
 
-    for bg, what, floor_bytes in (
+    blur = BackgroundConfig()
+    cases = [
         # frame read once, composite + float mask written, blurred 1/16 image in and out
-        (BackgroundConfig(), "blur bg", w * h * 10 + 2 * (w * h * 3) // 16),
-        (BackgroundConfig(mode="color"), "colour bg", w * h * 10),
-    ):
+        (blur, f"blur bg {blur.blur}", w * h * 10 + 2 * (w * h * 3) // 16, True),
+        (BackgroundConfig(mode="color"), "colour bg", w * h * 10, True),
+    ]
+    if compare:  # the single shared-memory kernel the row-step kernels replace
+        cases += [(c[0], c[1] + ", composite_fused", c[2], False) for c in cases]
+    for bg, what, floor_bytes, row_path in cases:
         gpu = GpuCompositor(kit.cmp_mod, kit.refine, bg)
+        gpu.row_path = row_path
         gpu.update_from_host(kit.low, 0.6, s)
 
         def run_comp(gpu: GpuCompositor = gpu) -> None:
@@ -187,13 +192,15 @@ def _size_rows(kit: _Kit, label: str, w: int, h: int) -> List[Dict[str, Any]]:
     return rows
 
 
-def kernel_rows(info: Any, cache: Path) -> Tuple[List[Dict[str, Any]], float]:
+def kernel_rows(
+    info: Any, cache: Path, compare: bool = False
+) -> Tuple[List[Dict[str, Any]], float]:
     """Per-kernel rows for every size; returns (rows, copy bandwidth GB/s)."""
     kit = _Kit(info, cache)
     try:
         rows: List[Dict[str, Any]] = []
         for label, (w, h) in SIZES.items():
-            rows += _size_rows(kit, label, w, h)
+            rows += _size_rows(kit, label, w, h, compare)
         return rows, kit.bw / 1e9
     finally:
         kit.close()
@@ -282,6 +289,11 @@ def main() -> int:
     ap.add_argument("--plot", help="PNG of the 1080p pipeline's stage timeline")
     ap.add_argument("--frames", type=int, default=300, help="frames per pipeline run")
     ap.add_argument("--no-pipeline", action="store_true")
+    ap.add_argument(
+        "--compare-fused",
+        action="store_true",
+        help="also time soft masks on composite_fused (the single shared-memory kernel)",
+    )
     args = ap.parse_args()
     info, reason = probe()
     if info is None:
@@ -294,7 +306,7 @@ def main() -> int:
     import onnxruntime
 
     cache = Path(tempfile.mkdtemp(prefix="segcam-bench-"))
-    rows, gbs = kernel_rows(info, cache)
+    rows, gbs = kernel_rows(info, cache, args.compare_fused)
     pipe = [] if args.no_pipeline else pipeline_rows(info, args.frames, args.plot)
     lines = [
         f"Machine: {info.describe()}; host {platform.processor() or platform.machine()}, "

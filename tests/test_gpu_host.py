@@ -16,10 +16,14 @@ from app.config import BackgroundConfig
 from app.errors import GpuError
 from app.gpu import cuda_api, probe
 from app.gpu.composite import (
+    NW,
     emulate_gauss_u8,
+    emulate_soft_mask,
     emulate_upsample_f32,
     gaussian_fixed_weights,
     mask_tables,
+    owned_columns,
+    vertical_tables,
 )
 from app.gpu.nvrtc import KERNEL_DIR, cache_key, cubin_path, kernel_source
 from app.gpu.preprocess import emulate_resize_u8, resize_tables
@@ -232,6 +236,50 @@ def test_blur_background_chain_reproduces_the_compositor(blur, size):
     if d > 1:
         got = emulate_resize_u8(got, w, h)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "size,low", [((1920, 1080), (256, 256)), ((1281, 719), (256, 144)), ((800, 600), (256, 256))]
+)
+@pytest.mark.parametrize("radius", [0, 1, 3, 6])
+def test_row_step_soft_mask_reproduces_the_refiner(size, low, radius):
+    """Horizontal upsample + feather per model row, then their vertical halves per pixel
+    (combined weights), equals app.refine's upsample -> feather -> clip to float rounding."""
+    from app.config import RefineConfig
+    from app.pipeline.knobs import KnobValues
+    from app.refine import MaskRefiner
+
+    w, h = size
+    rng = np.random.default_rng(radius + w)
+    m = cv2.GaussianBlur(rng.random((low[1], low[0]), dtype=np.float32), (0, 0), 2)
+    m = np.clip((m - m.min()) / np.ptp(m) * 1.2 - 0.1, 0, 1).astype(np.float32)  # flat 0/1
+    refiner = MaskRefiner(RefineConfig(feather=radius, smoothing=0.0, soft=True))
+    want = refiner.refine(m, (h, w), KnobValues(feather=radius, smoothing=0.0, soft=True))
+    np.testing.assert_allclose(emulate_soft_mask(m, w, h, radius), want, atol=1e-6)
+    tab = vertical_tables(low[1], h, radius)
+    assert tab is not None and tab.shape == (h, 12) and (tab[:, 1] <= NW).all()
+    weights = tab[:, 2 : 2 + NW].view(np.float32)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("small,size", [((480, 270), (1920, 1080)), ((321, 180), (1281, 719))])
+def test_blur_tiles_own_every_output_column_once(small, size):
+    """blur_small_u8 tile t enlarges columns own[t]..own[t+1]: their left sample in the tile,
+    the right one at most one column past it (the extra column the tile blurs)."""
+    (sw, sh), (w, h) = small, size
+    own = owned_columns(sw, sh, w, h)
+    assert own[0] == 0 and own[-1] == w and (np.diff(own) >= 0).all()
+    xt = resize_tables(sw, sh, w, h)[:w]
+    for t in range(own.size - 1):
+        cols = xt[own[t] : own[t + 1]]
+        assert (cols[:, 0] >= 32 * t).all() and (cols[:, 0] < 32 * (t + 1)).all()
+        assert (cols[:, 1] <= 32 * (t + 1)).all()
+
+
+def test_vertical_tables_decline_when_rows_do_not_fit():
+    """A frame much smaller than the model output would combine more than NW model rows."""
+    assert vertical_tables(256, 211, 6) is None
+    assert vertical_tables(256, 211, 0) is not None  # plain bilinear: two rows at most
 
 
 # --------------------------------------------------------------------------- timeline

@@ -5,11 +5,18 @@ frame, the composed BGR frame and the float32 mask at frame size, on one stream:
 
 1. ``smooth_state``: model output (host-uploaded probability, or a device output of a
    one-channel model) -> probability -> uncertainty-weighted smoothing (app/refine.py 1).
-2. For ``blur`` backgrounds: ``area_down_u8`` + ``gauss_rows_u8`` + ``gauss_cols_u8`` at
-   the reduced size app/compose.py uses, in OpenCV's own integer arithmetic.
-3. ``composite_fused``: float bilinear upsample + threshold + feather (r <= 6, shared
-   memory) + clip + blend ``floor(fg*m + bg*(1-m) + 0.5)``; the blurred background is
-   enlarged inside the same kernel with OpenCV's uint8 bilinear.
+2. Soft masks (the default), one kernel per resolution step: ``prep_step`` runs the
+   horizontal halves of the float bilinear upsample and the feather once per model row;
+   for ``blur`` backgrounds ``prep_blur`` does that and, in the same launch, the blurred
+   background at the reduced size app/compose.py uses (INTER_AREA + fixed-point Gaussian
+   in OpenCV's integer arithmetic) plus the horizontal half of its uint8 enlargement.
+   ``composite_rows`` then does the vertical halves per pixel (weights folded on the host:
+   :func:`vertical_tables`), clip, and the blend ``floor(fg*m + bg*(1-m) + 0.5)``.
+3. Hard thresholds (not linear) and geometries with too many model rows per output row:
+   the blurred background (``blur_small_u8``, or ``area_down_u8`` + ``gauss_rows_u8`` +
+   ``gauss_cols_u8`` for very strong blurs), then ``composite_fused``: upsample +
+   threshold + feather (r <= 6, shared memory) + clip + blend, the background enlarged
+   inside it.
 
 All sample tables are computed here with OpenCV's formulas (see preprocess.py), so the
 kernels repeat OpenCV's arithmetic instead of approximating it. Settings the kernels do
@@ -38,6 +45,10 @@ TILE = (128, 8)  # pixels per composite block (4 per thread along x)
 BLUR_RMAX = 16  # Gaussian radius blur_small_u8 holds in shared memory
 RMAX = 6  # feather radius handled in the fused kernel (app.refine.FULL_RES_FEATHER_MAX)
 BG_COLOR, BG_IMAGE, BG_SMALL, BG_NONE = 0, 1, 2, 3
+MR_T = 256  # mask-row blocks (prep_step, prep_blur): output columns per block
+RPB = 8  # model rows per mask-row block
+BLUR_TILE = (32, 8)  # blur_small_u8's block: small pixels per tile
+NW = 8  # model rows one output row may combine in composite_rows (kernels/composite.cu)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -105,6 +116,63 @@ def feather_weights(radius: int) -> np.ndarray:
     return cv2.getGaussianKernel(2 * radius + 1, radius / 2.0, ktype=cv2.CV_32F).ravel()
 
 
+def vertical_tables(lh: int, h: int, radius: int) -> Optional[np.ndarray]:
+    """int32 [h, 12] rows for composite_rows: base model row, count n, NW float weights.
+
+    Output row y's soft mask is ``sum_k w[k] * hf[base + k]``: the feather's vertical taps
+    (BORDER_REPLICATE) applied to the vertical upsample weights, summed per model row in
+    float64. The arithmetic is the CPU's up to float rounding order (both steps are linear).
+    None when some row would need more than NW model rows (model output far larger than
+    the frame): the caller then uses the shared-memory kernel.
+    """
+    i0, i1, w0, w1 = float_linear_coeffs(lh, h, False)
+    taps = feather_weights(radius).astype(np.float64) if radius > 0 else np.ones(1)
+    ys = np.arange(h)
+    gy = np.clip(ys[:, None] - radius + np.arange(taps.size)[None, :], 0, h - 1)
+    base = i0[gy[:, 0]]
+    n = i1[gy[:, -1]] - base + 1
+    if int(n.max()) > NW:
+        return None
+    wts = np.zeros((h, NW), np.float64)
+    rows = np.repeat(ys, taps.size)
+    np.add.at(wts, (rows, (i0[gy] - base[:, None]).ravel()), (taps * w0[gy]).ravel())
+    np.add.at(wts, (rows, (i1[gy] - base[:, None]).ravel()), (taps * w1[gy]).ravel())
+    out = np.zeros((h, 12), np.int32)
+    out[:, 0] = base
+    out[:, 1] = n
+    out[:, 2 : 2 + NW] = wts.astype(np.float32).view(np.int32)
+    return out
+
+
+def owned_columns(sw: int, sh: int, w: int, h: int) -> np.ndarray:
+    """int32 [tiles + 1]: blur_small_u8 tile t enlarges output columns [own[t], own[t+1]),
+    those whose left sample (OpenCV's uint8 bilinear, ``resize_tables``) lies in it."""
+    i0 = resize_tables(sw, sh, w, h)[:w, 0]
+    tiles = (sw + BLUR_TILE[0] - 1) // BLUR_TILE[0]
+    own = np.searchsorted(i0, np.arange(tiles + 1) * BLUR_TILE[0], side="left")
+    own[-1] = w
+    return own.astype(np.int32)
+
+
+def emulate_soft_mask(low: np.ndarray, w: int, h: int, radius: int) -> np.ndarray:
+    """rows_step + composite_rows' mask in numpy (float64): horizontal half, then vertical."""
+    lh, lw = low.shape
+    xi0, xi1, xw0, xw1 = float_linear_coeffs(lw, w, True)
+    hu = low[:, xi0].astype(np.float64) * xw0 + low[:, xi1].astype(np.float64) * xw1
+    if radius > 0:
+        taps = feather_weights(radius).astype(np.float64)
+        gx = np.clip(np.arange(w)[:, None] - radius + np.arange(taps.size)[None, :], 0, w - 1)
+        hu = (hu[:, gx] * taps).sum(axis=2)
+    vt = vertical_tables(lh, h, radius)
+    assert vt is not None
+    wts = vt[:, 2 : 2 + NW].view(np.float32).astype(np.float64)
+    out = np.zeros((h, w))
+    for k in range(NW):
+        rows = np.minimum(vt[:, 0] + k, lh - 1)
+        out += wts[:, k, None] * hu[rows]
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 def blur_plan(strength: int) -> Tuple[int, int]:
     """(downscale factor, kernel size) of app.compose's blur background."""
     from app.compose import blur_plan as cpu_blur_plan
@@ -168,6 +236,12 @@ class GpuCompositor:
         self._k_cols = module.kernel("gauss_cols_u8")
         self._k_comp = module.kernel("composite_fused")
         self._k_blur = module.kernel("blur_small_u8")
+        self._k_prep = module.kernel("prep_step")
+        self._k_prep_blur = module.kernel("prep_blur")
+        self._k_crows = module.kernel("composite_rows")
+        # Soft masks take the row-step kernels (prep_step + composite_rows); False keeps
+        # every frame on composite_fused (the benchmark compares the two).
+        self.row_path = True
         self._state: Optional[DeviceBuffer] = None
         self._state_shape: Optional[Tuple[int, int]] = None
         self._have_state = False
@@ -176,6 +250,7 @@ class GpuCompositor:
         self._prob_dev: Optional[DeviceBuffer] = None
         self._size: Optional[_SizeState] = None
         self._consts: Dict[Tuple[Any, ...], DeviceBuffer] = {}
+        self._vtabs: Dict[Tuple[int, int, int], Optional[DeviceBuffer]] = {}
         self._zeros_pending = False
         self._uploaded_bg: Any = None
         self._cpu_refiner: Any = None
@@ -288,14 +363,11 @@ class GpuCompositor:
         if d == 1 or (w % d == 0 and h % d == 0):
             src_ptr, src_pitch, factor = frame_ptr, pitch, d
         else:
-            # OpenCV's fractional INTER_AREA is not ported: shrink on the CPU (the frame is
-            # on the host anyway) and upload the small image.
-            small = st.buffer("small", sw * sh * 3)
-            host = st.buffer("small_host", sw * sh * 3, pinned=True)
-            view = host.array((sh, sw, 3))
-            cv2.resize(frame_host, (sw, sh), dst=view, interpolation=cv2.INTER_AREA)
-            stream.copy_htod(small.ptr, host.host_ptr, sw * sh * 3)
-            src_ptr, src_pitch, factor = small.ptr, sw * 3, 1
+            src_ptr, src_pitch, factor = (
+                self._upload_small(frame_host, st, sw, sh, stream),
+                sw * 3,
+                1,
+            )
         block = (32, 8, 1)
         grid = ((sw + 31) // 32, (sh + 7) // 8, 1)
         if k // 2 <= BLUR_RMAX:
@@ -312,6 +384,10 @@ class GpuCompositor:
                     ctypes.c_int(sh),
                     _c_ptr(weights.ptr),
                     ctypes.c_int(k),
+                    _c_ptr(0),
+                    _c_ptr(0),
+                    _c_ptr(0),
+                    ctypes.c_int(0),
                 ),
             )
         else:  # very strong blur: three passes through device memory
@@ -354,6 +430,19 @@ class GpuCompositor:
             return BG_IMAGE, blurred.ptr, w * 3, 0, 0
         tabs = self._const(("bgtab", sw, sh, w, h), lambda: resize_tables(sw, sh, w, h))
         return BG_SMALL, blurred.ptr, sw * 3, tabs.ptr, tabs.ptr + 16 * w
+
+    @staticmethod
+    def _upload_small(
+        frame_host: np.ndarray, st: _SizeState, sw: int, sh: int, stream: Stream
+    ) -> int:
+        """OpenCV's fractional INTER_AREA is not ported: shrink on the CPU (the frame is on
+        the host anyway) and upload the small image; returns its device pointer."""
+        small = st.buffer("small", sw * sh * 3)
+        host = st.buffer("small_host", sw * sh * 3, pinned=True)
+        view = host.array((sh, sw, 3))
+        cv2.resize(frame_host, (sw, sh), dst=view, interpolation=cv2.INTER_AREA)
+        stream.copy_htod(small.ptr, host.host_ptr, sw * sh * 3)
+        return small.ptr
 
     def _host_background(self, frame_host: np.ndarray, st: _SizeState, stream: Stream) -> int:
         bg = self.cpu.background(frame_host)
@@ -421,6 +510,14 @@ class GpuCompositor:
         mode = self.cpu.mode
         color = [float(c) for c in self.cpu.cfg.color]
         bg_ptr, bg_pitch, bx, by = 0, 0, 0, 0
+        vtab = None  # the row-step kernels' table when they cover this frame
+        if (
+            self.row_path
+            and (p.soft or blank)
+            and mask_in == 0
+            and (mode != "blur" or blur_plan(self.cpu.cfg.blur)[1] // 2 <= BLUR_RMAX)
+        ):
+            vtab = self._vertical_table(lh, h, radius)
         if mode == "overlay":
             bg_mode = BG_NONE
         elif mode == "none":
@@ -428,15 +525,37 @@ class GpuCompositor:
         elif mode == "color":
             bg_mode = BG_COLOR
         elif mode == "blur":
-            bg_mode, bg_ptr, bg_pitch, bx, by = self._blur_background(
-                frame_ptr, pitch, frame_host, st, stream
-            )
+            bg_mode = BG_SMALL  # the row path blurs in _compose_rows
+            if vtab is None:
+                bg_mode, bg_ptr, bg_pitch, bx, by = self._blur_background(
+                    frame_ptr, pitch, frame_host, st, stream
+                )
         else:  # image, video
             bg_mode, bg_ptr, bg_pitch = (
                 BG_IMAGE,
                 self._host_background(frame_host, st, stream),
                 w * 3,
             )
+        if vtab is not None:
+            self._compose_rows(
+                frame_ptr,
+                pitch,
+                frame_host,
+                st,
+                low_ptr,
+                lw,
+                lh,
+                tabs.ptr,
+                radius,
+                gauss.ptr,
+                vtab,
+                (bg_mode, bg_ptr, bg_pitch, bx, by),
+                color,
+                out_ptr,
+                mask_ptr,
+                stream,
+            )
+            return mode == "overlay"
         args = (
             _c_ptr(frame_ptr),
             ctypes.c_int(pitch),
@@ -467,6 +586,127 @@ class GpuCompositor:
         self._k_comp.launch(grid, BLOCK, stream, args)
         return mode == "overlay"
 
+    def _vertical_table(self, lh: int, h: int, radius: int) -> Optional[int]:
+        """Device pointer of :func:`vertical_tables` for this geometry, or None if unfit."""
+        key = (lh, h, radius)
+        if key not in self._vtabs:
+            table = vertical_tables(lh, h, radius)
+            buf = None
+            if table is not None:
+                buf = DeviceBuffer(table.nbytes)
+                buf.upload(table)
+            self._vtabs[key] = buf
+        buf = self._vtabs[key]
+        return None if buf is None else buf.ptr
+
+    def _compose_rows(
+        self,
+        frame_ptr: int,
+        pitch: int,
+        frame_host: np.ndarray,
+        st: _SizeState,
+        low_ptr: int,
+        lw: int,
+        lh: int,
+        mxtab: int,
+        radius: int,
+        gauss: int,
+        vtab: int,
+        bg: Tuple[int, int, int, int, int],
+        color: Any,
+        out_ptr: int,
+        mask_ptr: int,
+        stream: Stream,
+    ) -> None:
+        """Soft mask: prep_step (prep_blur for blur backgrounds) + composite_rows."""
+        w, h = st.size
+        bg_mode, bg_ptr, bg_pitch, bx, by = bg
+        row_pitch = (w + 3) & ~3  # elements: 16-byte aligned rows for vector loads
+        hf = st.buffer("hf", lh * row_pitch * 4)
+        mask_grid = ((w + MR_T - 1) // MR_T, (lh + RPB - 1) // RPB)
+        mask_args = (
+            _c_ptr(low_ptr),
+            ctypes.c_int(lw),
+            ctypes.c_int(lh),
+            _c_ptr(mxtab),
+            ctypes.c_int(w),
+            ctypes.c_int(radius),
+            _c_ptr(gauss),
+            _c_ptr(hf.ptr),
+            ctypes.c_int(row_pitch),
+        )
+        bgh_ptr = 0
+        if bg_mode != BG_SMALL:
+            self._k_prep.launch(mask_grid + (1,), BLOCK, stream, mask_args)
+        else:  # blur tiles and mask rows in one launch
+            d, k = blur_plan(self.cpu.cfg.blur)
+            sw, sh = (w + d - 1) // d, (h + d - 1) // d
+            blurred = st.buffer("blurred", sw * sh * 3)
+            own = 0
+            if d == 1:
+                src, src_pitch, factor = frame_ptr, pitch, 1
+                bg_mode, bg_ptr, bg_pitch = BG_IMAGE, blurred.ptr, w * 3
+            else:
+                if w % d == 0 and h % d == 0:
+                    src, src_pitch, factor = frame_ptr, pitch, d
+                else:
+                    small = self._upload_small(frame_host, st, sw, sh, stream)
+                    src, src_pitch, factor = small, sw * 3, 1
+                bgh_ptr = st.buffer("bgh", sh * 3 * row_pitch * 2).ptr
+                tabs = self._const(("bgtab", sw, sh, w, h), lambda: resize_tables(sw, sh, w, h))
+                bx, by = tabs.ptr, tabs.ptr + 16 * w
+                own = self._const(("own", sw, sh, w, h), lambda: owned_columns(sw, sh, w, h)).ptr
+            weights = self._const(("gauss", k), lambda: gaussian_fixed_weights(k))
+            blur_grid = (
+                (sw + BLUR_TILE[0] - 1) // BLUR_TILE[0],
+                (sh + BLUR_TILE[1] - 1) // BLUR_TILE[1],
+            )
+            grid = (max(mask_grid[0], blur_grid[0]), blur_grid[1] + mask_grid[1], 1)
+            self._k_prep_blur.launch(
+                grid,
+                BLOCK,
+                stream,
+                mask_args
+                + (
+                    ctypes.c_int(mask_grid[0]),
+                    ctypes.c_int(blur_grid[0]),
+                    ctypes.c_int(blur_grid[1]),
+                    _c_ptr(src),
+                    ctypes.c_int(src_pitch),
+                    ctypes.c_int(factor),
+                    _c_ptr(blurred.ptr),
+                    ctypes.c_int(sw),
+                    ctypes.c_int(sh),
+                    _c_ptr(weights.ptr),
+                    ctypes.c_int(k),
+                    _c_ptr(own),
+                    _c_ptr(bx),
+                    _c_ptr(bgh_ptr),
+                ),
+            )
+        args = (
+            _c_ptr(frame_ptr),
+            ctypes.c_int(pitch),
+            ctypes.c_int(w),
+            ctypes.c_int(h),
+            _c_ptr(hf.ptr),
+            ctypes.c_int(row_pitch),
+            _c_ptr(vtab),
+            ctypes.c_int(bg_mode),
+            _c_ptr(bg_ptr if bg_mode == BG_IMAGE else 0),
+            ctypes.c_int(bg_pitch),
+            _c_ptr(bgh_ptr),
+            _c_ptr(by),
+            ctypes.c_float(color[0]),
+            ctypes.c_float(color[1]),
+            ctypes.c_float(color[2]),
+            _c_ptr(out_ptr),
+            ctypes.c_int(w * 3),
+            _c_ptr(mask_ptr),
+        )
+        grid = ((w + TILE[0] - 1) // TILE[0], (h + TILE[1] - 1) // TILE[1], 1)
+        self._k_crows.launch(grid, BLOCK, stream, args)
+
     def close(self) -> None:
         """Free every device and pinned buffer."""
         for buf in (self._state, self._zeros, self._prob_dev, self._staging):
@@ -481,6 +721,10 @@ class GpuCompositor:
         for buf in self._consts.values():
             buf.close()
         self._consts.clear()
+        for vbuf in self._vtabs.values():
+            if vbuf is not None:
+                vbuf.close()
+        self._vtabs.clear()
         self.cpu.close()
 
 
@@ -499,4 +743,7 @@ __all__ = [
     "gaussian_fixed_weights",
     "feather_weights",
     "emulate_gauss_u8",
+    "vertical_tables",
+    "owned_columns",
+    "emulate_soft_mask",
 ]

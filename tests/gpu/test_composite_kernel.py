@@ -48,14 +48,20 @@ def _probs(rng, lw, lh, n):
     return seq
 
 
-def _run(kernels, stream, refine, background, size, low=(256, 256), n=3, seed=0, knobs=None):
-    """Feed ``n`` frames to both paths; return per-frame (gpu comp, gpu mask, cpu comp, mask)."""
+def _run(
+    kernels, stream, refine, background, size, low=(256, 256), n=3, seed=0, knobs=None, rows=True
+):
+    """Feed ``n`` frames to both paths; return per-frame (gpu comp, gpu mask, cpu comp, mask).
+
+    ``rows=False`` keeps soft masks on composite_fused instead of the row-step kernels.
+    """
     rng = np.random.default_rng(seed)
     w, h = size
     frames = _frames(rng, w, h, n)
     probs = _probs(rng, low[0], low[1], n)
     knobs = knobs or _knobs(refine)
     gpu = GpuCompositor(kernels("composite"), refine, background)
+    gpu.row_path = rows
     cpu_ref = MaskRefiner(refine)
     cpu_comp = Compositor(background)
     frame_dev = DeviceBuffer(w * h * 3)
@@ -105,14 +111,31 @@ def _check(results, mask_tol=2e-5, allow_flips=0.0):
 SIZES = [(1920, 1080), (1281, 719), (640, 480), (333, 211)]
 
 
+@pytest.mark.parametrize("rows", [True, False], ids=["row-step", "fused"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("feather", [0, 3, 6])
-def test_blur_background_soft(kernels, stream, size, feather):
+def test_blur_background_soft(kernels, stream, size, feather, rows):
     refine = RefineConfig(feather=feather, smoothing=0.6, soft=True)
-    _check(_run(kernels, stream, refine, BackgroundConfig(mode="blur", blur=21), size))
+    bg = BackgroundConfig(mode="blur", blur=21)
+    _check(_run(kernels, stream, refine, bg, size, rows=rows))
 
 
-@pytest.mark.parametrize("blur", [3, 9, 40, 200])
+@pytest.mark.parametrize("mode", ["color", "none"])
+@pytest.mark.parametrize("size", [(1920, 1080), (1281, 719)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_row_step_other_backgrounds(kernels, stream, size, mode):
+    refine = RefineConfig(feather=3, smoothing=0.6, soft=True)
+    bg = BackgroundConfig(mode=mode)
+    _check(_run(kernels, stream, refine, bg, size, low=(256, 144)))
+
+
+def test_blur_background_hard_threshold_stays_fused(kernels, stream):
+    """Thresholding between upsample and feather is not linear: composite_fused does it."""
+    refine = RefineConfig(feather=3, smoothing=0.0, soft=False, threshold=0.5)
+    bg = BackgroundConfig(mode="blur", blur=45)
+    _check(_run(kernels, stream, refine, bg, (1280, 720), n=2), allow_flips=1e-4)
+
+
+@pytest.mark.parametrize("blur", [3, 9, 40, 45, 200])
 def test_blur_strengths(kernels, stream, blur):
     refine = RefineConfig(feather=3, smoothing=0.3)
     bg = BackgroundConfig(mode="blur", blur=blur)

@@ -7,6 +7,9 @@
 //   blur_small_u8    the three above in one kernel (shared-memory tiles), radius <= 16
 //   composite_fused  mask upsample (float bilinear) + threshold + feather (Gaussian, r <= 6,
 //                    in shared memory) + clip + blend with the background -> composite + mask
+//   prep_step        soft masks: the horizontal half of upsample + feather per model row
+//   prep_blur        prep_step's blocks and blur_small_u8's (with bgh) in one launch
+//   composite_rows   their vertical halves per pixel + clip + blend (no shared memory)
 
 #ifndef BW
 #define BW 32              // threads per block along x
@@ -143,36 +146,73 @@ __device__ __forceinline__ unsigned int byte_of(uint3 w, int i) {
 
 // INTER_AREA by an integer factor (d = 1: a copy) + OpenCV's fixed-point Gaussian
 // (REFLECT_101 at the reduced size) in one kernel: each block shrinks its tile plus halo
-// into shared memory, filters rows, then columns. Output: the blurred small image.
-extern "C" __global__ void blur_small_u8(
+// into shared memory, filters rows, then columns. Output: the blurred small image, and with
+// bgh != null also OpenCV's horizontal uint8 enlargement of its rows (three planes of
+// (h0 >> 4) per small row, row pitch `pitch`) for the output columns x in
+// [own[bx], own[bx + 1]) whose left sample lies in this block's tile (one more blurred
+// column on the right covers their right sample).
+#define AREA_E 4           // blur_tile: area entries per thread with their loads in flight
+
+__device__ __forceinline__ void blur_tile(
     const unsigned char* __restrict__ src, int src_pitch, int d,
     unsigned char* __restrict__ dst, int sw, int sh,
-    const int* __restrict__ weights, int k)
+    const int* __restrict__ weights, int k,
+    const int* __restrict__ own, const int4* __restrict__ bxtab,
+    unsigned short* __restrict__ bgh, int pitch, int bx, int by)
 {
-    __shared__ unsigned char area[BLUR_BH + 2 * BR_MAX][BLUR_BW + 2 * BR_MAX][3];
-    __shared__ unsigned short hr[BLUR_BH + 2 * BR_MAX][BLUR_BW][3];
+    __shared__ unsigned char area[BLUR_BH + 2 * BR_MAX][BLUR_BW + 1 + 2 * BR_MAX][3];
+    __shared__ unsigned short hr[BLUR_BH + 2 * BR_MAX][BLUR_BW + 1][3];
+    __shared__ unsigned char bl[BLUR_BH][BLUR_BW + 1][3];
     __shared__ int wt[2 * BR_MAX + 1];
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BLUR_BW + tx;
     const int r = k / 2;
-    const int x0 = blockIdx.x * BLUR_BW, y0 = blockIdx.y * BLUR_BH;
-    const int rw = BLUR_BW + 2 * r, rh = BLUR_BH + 2 * r;
+    const int x0 = bx * BLUR_BW, y0 = by * BLUR_BH;
+    const int cols = bgh != nullptr ? BLUR_BW + 1 : BLUR_BW;
+    const int rw = cols + 2 * r, rh = BLUR_BH + 2 * r;
     if (tid < k) wt[tid] = weights[tid];
     const float inv = 1.0f / (float)(d * d);
-    for (int i = tid; i < rw * rh; i += BLUR_BW * BLUR_BH) {
-        const int ry = i / rw, rx = i - ry * rw;
-        const int sx = reflect101(x0 - r + rx, sw), sy = reflect101(y0 - r + ry, sh);
-        int s0 = 0, s1 = 0, s2 = 0;
-        if (d == 4 && (src_pitch & 3) == 0) {  // 4 pixels = 12 aligned bytes = 3 words
+    const int total = rw * rh;
+    if (d == 4 && (src_pitch & 3) == 0) {
+        // 4 pixels = 12 aligned bytes = 3 words; AREA_E entries' loads issued together
+        for (int i0 = tid; i0 < total; i0 += AREA_E * BLUR_BW * BLUR_BH) {
+            uint3 w[AREA_E][4];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const uint3 w = *(const uint3*)(src + (size_t)(sy * 4 + j) * src_pitch +
-                                                (size_t)sx * 12);
+            for (int e = 0; e < AREA_E; ++e) {
+                const int i = i0 + e * BLUR_BW * BLUR_BH;
+                if (i < total) {
+                    const int ry = i / rw, rx = i - ry * rw;
+                    const int sx = reflect101(x0 - r + rx, sw), sy = reflect101(y0 - r + ry, sh);
 #pragma unroll
-                for (int q = 0; q < 12; q += 3) {
-                    s0 += byte_of(w, q); s1 += byte_of(w, q + 1); s2 += byte_of(w, q + 2);
+                    for (int j = 0; j < 4; ++j)
+                        w[e][j] = *(const uint3*)(src + (size_t)(sy * 4 + j) * src_pitch +
+                                                  (size_t)sx * 12);
                 }
             }
-        } else {
+#pragma unroll
+            for (int e = 0; e < AREA_E; ++e) {
+                const int i = i0 + e * BLUR_BW * BLUR_BH;
+                if (i < total) {
+                    const int ry = i / rw, rx = i - ry * rw;
+                    int s0 = 0, s1 = 0, s2 = 0;
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+                        for (int q = 0; q < 12; q += 3) {
+                            s0 += byte_of(w[e][j], q); s1 += byte_of(w[e][j], q + 1);
+                            s2 += byte_of(w[e][j], q + 2);
+                        }
+                    }
+                    area[ry][rx][0] = min(__float2int_rn((float)s0 * 0.0625f), 255);
+                    area[ry][rx][1] = min(__float2int_rn((float)s1 * 0.0625f), 255);
+                    area[ry][rx][2] = min(__float2int_rn((float)s2 * 0.0625f), 255);
+                }
+            }
+        }
+    } else {
+        for (int i = tid; i < total; i += BLUR_BW * BLUR_BH) {
+            const int ry = i / rw, rx = i - ry * rw;
+            const int sx = reflect101(x0 - r + rx, sw), sy = reflect101(y0 - r + ry, sh);
+            int s0 = 0, s1 = 0, s2 = 0;
             for (int j = 0; j < d; ++j) {
                 const unsigned char* p =
                     src + (size_t)(sy * d + j) * src_pitch + (size_t)sx * d * 3;
@@ -180,38 +220,70 @@ extern "C" __global__ void blur_small_u8(
                     s0 += p[3 * q]; s1 += p[3 * q + 1]; s2 += p[3 * q + 2];
                 }
             }
+            if (d == 2) {
+                s0 = (s0 + 2) >> 2; s1 = (s1 + 2) >> 2; s2 = (s2 + 2) >> 2;
+            } else if (d > 2) {
+                s0 = min(__float2int_rn((float)s0 * inv), 255);
+                s1 = min(__float2int_rn((float)s1 * inv), 255);
+                s2 = min(__float2int_rn((float)s2 * inv), 255);
+            }
+            area[ry][rx][0] = s0; area[ry][rx][1] = s1; area[ry][rx][2] = s2;
         }
-        if (d == 2) {
-            s0 = (s0 + 2) >> 2; s1 = (s1 + 2) >> 2; s2 = (s2 + 2) >> 2;
-        } else if (d > 2) {
-            s0 = min(__float2int_rn((float)s0 * inv), 255);
-            s1 = min(__float2int_rn((float)s1 * inv), 255);
-            s2 = min(__float2int_rn((float)s2 * inv), 255);
-        }
-        area[ry][rx][0] = s0; area[ry][rx][1] = s1; area[ry][rx][2] = s2;
     }
     __syncthreads();
     for (int ry = ty; ry < rh; ry += BLUR_BH) {
-        int a0 = 0, a1 = 0, a2 = 0;
-        for (int i = 0; i < k; ++i) {
-            const int w = wt[i];
-            a0 += w * area[ry][tx + i][0]; a1 += w * area[ry][tx + i][1];
-            a2 += w * area[ry][tx + i][2];
+        for (int cx = tx; cx < cols; cx += BLUR_BW) {
+            int a0 = 0, a1 = 0, a2 = 0;
+            for (int i = 0; i < k; ++i) {
+                const int w = wt[i];
+                a0 += w * area[ry][cx + i][0]; a1 += w * area[ry][cx + i][1];
+                a2 += w * area[ry][cx + i][2];
+            }
+            hr[ry][cx][0] = a0; hr[ry][cx][1] = a1; hr[ry][cx][2] = a2;
         }
-        hr[ry][tx][0] = a0; hr[ry][tx][1] = a1; hr[ry][tx][2] = a2;
     }
     __syncthreads();
-    const int x = x0 + tx, y = y0 + ty;
-    if (x >= sw || y >= sh) return;
-    unsigned int a0 = 0, a1 = 0, a2 = 0;
-    for (int j = 0; j < k; ++j) {
-        const unsigned int w = wt[j];
-        a0 += w * hr[ty + j][tx][0]; a1 += w * hr[ty + j][tx][1]; a2 += w * hr[ty + j][tx][2];
+    const int y = y0 + ty;
+    for (int cx = tx; cx < cols; cx += BLUR_BW) {
+        unsigned int a0 = 0, a1 = 0, a2 = 0;
+        for (int j = 0; j < k; ++j) {
+            const unsigned int w = wt[j];
+            a0 += w * hr[ty + j][cx][0]; a1 += w * hr[ty + j][cx][1];
+            a2 += w * hr[ty + j][cx][2];
+        }
+        const unsigned char v0 = min((a0 + 32768u) >> 16, 255u);
+        const unsigned char v1 = min((a1 + 32768u) >> 16, 255u);
+        const unsigned char v2 = min((a2 + 32768u) >> 16, 255u);
+        bl[ty][cx][0] = v0; bl[ty][cx][1] = v1; bl[ty][cx][2] = v2;
+        const int x = x0 + cx;
+        if (cx < BLUR_BW && x < sw && y < sh) {
+            unsigned char* o = dst + ((size_t)y * sw + x) * 3;
+            o[0] = v0; o[1] = v1; o[2] = v2;
+        }
     }
-    unsigned char* o = dst + ((size_t)y * sw + x) * 3;
-    o[0] = min((a0 + 32768u) >> 16, 255u);
-    o[1] = min((a1 + 32768u) >> 16, 255u);
-    o[2] = min((a2 + 32768u) >> 16, 255u);
+    if (bgh == nullptr) return;
+    __syncthreads();
+    if (y >= sh) return;
+    const int xe = own[bx + 1];
+    for (int x = own[bx] + tx; x < xe; x += BLUR_BW) {
+        const int4 xt = __ldg(&bxtab[x]);
+        const int i0 = xt.x - x0, i1 = xt.y - x0;
+#pragma unroll
+        for (int c = 0; c < 3; ++c)
+            bgh[((size_t)y * 3 + c) * pitch + x] =
+                (unsigned short)(((int)bl[ty][i0][c] * xt.z + (int)bl[ty][i1][c] * xt.w) >> 4);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(BLUR_BW * BLUR_BH) blur_small_u8(
+    const unsigned char* __restrict__ src, int src_pitch, int d,
+    unsigned char* __restrict__ dst, int sw, int sh,
+    const int* __restrict__ weights, int k,
+    const int* __restrict__ own, const int4* __restrict__ bxtab,
+    unsigned short* __restrict__ bgh, int pitch)
+{
+    blur_tile(src, src_pitch, d, dst, sw, sh, weights, k, own, bxtab, bgh, pitch, blockIdx.x,
+              blockIdx.y);
 }
 
 // Float bilinear (cv::resize INTER_LINEAR on float32): tables hold (i0, i1, w0, w1) with
@@ -471,5 +543,202 @@ extern "C" __global__ void __launch_bounds__(BW * BH, MIN_BLOCKS) composite_fuse
         }
         const float inv = 1.0f - m[j];
         for (int c = 0; c < 3; ++c) o[c] = blend1((float)f[c], b[c], m[j], inv);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Row-step path (soft masks). Upsample and feather are linear and separable, so the
+// horizontal half of both runs once per model row in rows_step (lh x W floats) and the
+// full-size kernel composite_rows does the vertical half per pixel: the mask of output
+// row y is sum_k vw[y][k] * hf[base(y) + k] (vertical upsample weights convolved with the
+// feather taps, combined on the host). The blurred small background is enlarged the same
+// way: OpenCV's horizontal uint8 pass per small row in blur_small_u8 (bgh), its vertical
+// pass per pixel.
+#define NW 8               // composite_rows: most model rows one output row may combine
+
+#define RPB 8              // model rows per mask-row block
+#define MR_T (BW * BH)     // mask-row block: 256 threads, 256 output columns
+
+// RPB model rows -> hf: horizontal upsample, then the feather's taps (BORDER_REPLICATE).
+__device__ __forceinline__ void mask_rows_tile(
+    const float* __restrict__ low, int lw, int lh, const int4* __restrict__ mxtab, int W,
+    int radius, const float* __restrict__ gauss, float* __restrict__ hf, int pitch,
+    int bx, int by, int tid)
+{
+    __shared__ float hu[RPB][MR_T + 2 * RMAX];
+    __shared__ float g[2 * RMAX + 1];
+    const int x0 = bx * MR_T, l0 = by * RPB;
+    const int nr = min(RPB, lh - l0);
+    if (tid < 2 * radius + 1) g[tid] = gauss[tid];
+    for (int i = tid; i < MR_T + 2 * radius; i += MR_T) {
+        const int gx = min(max(x0 - radius + i, 0), W - 1);
+        const int4 xt = __ldg(&mxtab[gx]);
+        const float a0 = __int_as_float(xt.z), a1 = __int_as_float(xt.w);
+#pragma unroll
+        for (int r = 0; r < RPB; ++r) {
+            if (r < nr) {
+                const float* row = low + (size_t)(l0 + r) * lw;
+                hu[r][i] = __ldg(&row[xt.x]) * a0 + __ldg(&row[xt.y]) * a1;
+            }
+        }
+    }
+    __syncthreads();
+    const int x = x0 + tid;
+    if (x >= W) return;
+    for (int r = 0; r < nr; ++r) {
+        float a = 0.0f;
+        if (radius == 0) {
+            a = hu[r][tid];
+        } else {
+            for (int i = 0; i <= 2 * radius; ++i) a += g[i] * hu[r][tid + i];
+        }
+        hf[(size_t)(l0 + r) * pitch + x] = a;
+    }
+}
+
+// Soft mask rows alone (colour, image, none backgrounds). Block (BW, BH).
+extern "C" __global__ void __launch_bounds__(MR_T) prep_step(
+    const float* __restrict__ low, int lw, int lh, const int4* __restrict__ mxtab, int W,
+    int radius, const float* __restrict__ gauss, float* __restrict__ hf, int pitch)
+{
+    mask_rows_tile(low, lw, lh, mxtab, W, radius, gauss, hf, pitch, blockIdx.x, blockIdx.y,
+                   threadIdx.y * BW + threadIdx.x);
+}
+
+// Blur background: blur tiles (blockIdx.y < blur_ty, blockIdx.x < blur_tx, see blur_tile)
+// and mask-row blocks (the rest) in one launch: the two jobs are independent.
+extern "C" __global__ void __launch_bounds__(MR_T) prep_blur(
+    const float* __restrict__ low, int lw, int lh, const int4* __restrict__ mxtab, int W,
+    int radius, const float* __restrict__ gauss, float* __restrict__ hf, int pitch,
+    int mask_tx, int blur_tx, int blur_ty,
+    const unsigned char* __restrict__ src, int src_pitch, int d,
+    unsigned char* __restrict__ dst, int sw, int sh,
+    const int* __restrict__ weights, int k,
+    const int* __restrict__ own, const int4* __restrict__ bxtab, unsigned short* __restrict__ bgh)
+{
+    const int bx = blockIdx.x, by = blockIdx.y;
+    if (by < blur_ty) {
+        if (bx < blur_tx)
+            blur_tile(src, src_pitch, d, dst, sw, sh, weights, k, own, bxtab, bgh, pitch, bx, by);
+    } else if (bx < mask_tx) {
+        mask_rows_tile(low, lw, lh, mxtab, W, radius, gauss, hf, pitch, bx, by - blur_ty,
+                       threadIdx.y * BW + threadIdx.x);
+    }
+}
+
+__device__ __forceinline__ float vpass_shifted(unsigned int h0, unsigned int h1, int4 yt) {
+    const int q = ((((int)h0 * yt.z) >> 16) + (((int)h1 * yt.w) >> 16) + 2) >> 2;
+    return (float)min(max(q, 0), 255);
+}
+
+// vtab: per output row 12 words: base model row, count n (<= NW), NW float weights, 2 spare.
+// bg_mode as composite_fused; mode 2 reads bgh (blur_small_u8) with the y table bytab.
+// No shared memory and no barrier: every load is issued up front.
+extern "C" __global__ void __launch_bounds__(BW * BH) composite_rows(
+    const unsigned char* __restrict__ frame, int frame_pitch, int W, int H,
+    const float* __restrict__ hf, int pitch, const int4* __restrict__ vtab,
+    int bg_mode, const unsigned char* __restrict__ bg, int bg_pitch,
+    const unsigned short* __restrict__ bgh, const int4* __restrict__ bytab,
+    float c0, float c1, float c2,
+    unsigned char* __restrict__ out, int out_pitch, float* __restrict__ mask_out)
+{
+    const int xs = (blockIdx.x * BW + threadIdx.x) * PX;
+    const int y = blockIdx.y * BH + threadIdx.y;
+    if (y >= H || xs >= W) return;
+    const int4 t0 = __ldg(&vtab[3 * y]);
+    const int4 t1 = __ldg(&vtab[3 * y + 1]);
+    const int4 t2 = __ldg(&vtab[3 * y + 2]);
+    const float wk[NW] = {__int_as_float(t0.z), __int_as_float(t0.w), __int_as_float(t1.x),
+                          __int_as_float(t1.y), __int_as_float(t1.z), __int_as_float(t1.w),
+                          __int_as_float(t2.x), __int_as_float(t2.y)};
+    const int base = t0.x, n = t0.y;
+    const float* h0 = hf + (size_t)base * pitch;
+    const unsigned char* frow = frame + (size_t)y * frame_pitch;
+    unsigned char* orow = out + (size_t)y * out_pitch;
+    float* mrow = mask_out + (size_t)y * W;
+    const bool vec = ((W & 3) == 0) && ((frame_pitch & 3) == 0) && ((out_pitch & 3) == 0) &&
+                     (bg_mode != 1 || (bg_pitch & 3) == 0);
+    if (vec) {
+        const uint3 fw = *(const uint3*)(frow + (size_t)xs * 3);
+        uint2 ga[3], gb[3];
+        int4 yt = make_int4(0, 0, 0, 0);
+        if (bg_mode == 2) {
+            yt = __ldg(&bytab[y]);
+#pragma unroll
+            for (int c = 0; c < 3; ++c) {
+                ga[c] = __ldg((const uint2*)(bgh + ((size_t)yt.x * 3 + c) * pitch + xs));
+                gb[c] = __ldg((const uint2*)(bgh + ((size_t)yt.y * 3 + c) * pitch + xs));
+            }
+        }
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int k = 0; k < NW; ++k) {
+            if (k < n) {
+                const float4 v = __ldg((const float4*)(h0 + (size_t)k * pitch + xs));
+                acc.x += wk[k] * v.x; acc.y += wk[k] * v.y;
+                acc.z += wk[k] * v.z; acc.w += wk[k] * v.w;
+            }
+        }
+        float m[PX] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+        for (int j = 0; j < PX; ++j) m[j] = fminf(fmaxf(m[j], 0.0f), 1.0f);
+        *(float4*)(mrow + xs) = make_float4(m[0], m[1], m[2], m[3]);
+        if (bg_mode == 3) {
+            *(uint3*)(orow + (size_t)xs * 3) = fw;
+            return;
+        }
+        float bf[12];
+        if (bg_mode == 0) {
+#pragma unroll
+            for (int j = 0; j < PX; ++j) { bf[3*j] = c0; bf[3*j+1] = c1; bf[3*j+2] = c2; }
+        } else if (bg_mode == 1) {
+            const uint3 bw = *(const uint3*)(bg + (size_t)y * bg_pitch + (size_t)xs * 3);
+#pragma unroll
+            for (int i = 0; i < 12; ++i) bf[i] = (float)byte_of(bw, i);
+        } else {
+#pragma unroll
+            for (int c = 0; c < 3; ++c) {
+                bf[c] = vpass_shifted(ga[c].x & 0xffffu, gb[c].x & 0xffffu, yt);
+                bf[3 + c] = vpass_shifted(ga[c].x >> 16, gb[c].x >> 16, yt);
+                bf[6 + c] = vpass_shifted(ga[c].y & 0xffffu, gb[c].y & 0xffffu, yt);
+                bf[9 + c] = vpass_shifted(ga[c].y >> 16, gb[c].y >> 16, yt);
+            }
+        }
+        unsigned int ow[3] = {0u, 0u, 0u};
+#pragma unroll
+        for (int i = 0; i < 12; ++i) {
+            const int j = i / 3;
+            const unsigned int v = blend1((float)byte_of(fw, i), bf[i], m[j], 1.0f - m[j]);
+            ow[i >> 2] |= v << (8 * (i & 3));
+        }
+        *(uint3*)(orow + (size_t)xs * 3) = make_uint3(ow[0], ow[1], ow[2]);
+        return;
+    }
+    for (int j = 0; j < PX; ++j) {  // odd widths / pitches: pixel by pixel
+        const int x = xs + j;
+        if (x >= W) break;
+        float a = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NW; ++k)
+            if (k < n) a += wk[k] * __ldg(&h0[(size_t)k * pitch + x]);
+        const float mj = fminf(fmaxf(a, 0.0f), 1.0f);
+        mrow[x] = mj;
+        const unsigned char* f = frow + (size_t)x * 3;
+        unsigned char* o = orow + (size_t)x * 3;
+        if (bg_mode == 3) { o[0] = f[0]; o[1] = f[1]; o[2] = f[2]; continue; }
+        float b[3];
+        if (bg_mode == 0) {
+            b[0] = c0; b[1] = c1; b[2] = c2;
+        } else if (bg_mode == 1) {
+            const unsigned char* p = bg + (size_t)y * bg_pitch + (size_t)x * 3;
+            b[0] = p[0]; b[1] = p[1]; b[2] = p[2];
+        } else {
+            const int4 yt = __ldg(&bytab[y]);
+            for (int c = 0; c < 3; ++c)
+                b[c] = vpass_shifted(bgh[((size_t)yt.x * 3 + c) * pitch + x],
+                                     bgh[((size_t)yt.y * 3 + c) * pitch + x], yt);
+        }
+        const float inv = 1.0f - mj;
+        for (int c = 0; c < 3; ++c) o[c] = blend1((float)f[c], b[c], mj, inv);
     }
 }
