@@ -415,9 +415,12 @@ class DisplaySink(ThreadedSink):
 
     def _close(self) -> None:
         if self._window:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
             self._window = False
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error as exc:  # the viewer closed the window already: nothing lost
+                log.debug("%s: closing the window: %s", self.uri, exc)
 
 
 # ---------------------------------------------------------------------------- contact sheet
