@@ -183,7 +183,12 @@ class Source:
         )
 
     def read(self) -> Optional[FrameRead]:
-        """Next frame with its capture timestamps, or None at the end / when interrupted."""
+        """Next frame with its capture timestamps, or None at the end / when interrupted.
+
+        The frame is one of the source's own buffers, reused in turn: it stays valid until
+        the read after next, so a caller that keeps it longer must copy it (the pipeline's
+        capture stage copies it into a frame slot at once).
+        """
         if not self._opened:
             raise SourceError(f"input {self.spec.uri}: read() before open()")
         while not self._interrupted.is_set():

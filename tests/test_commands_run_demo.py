@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import pytest
 from pipeline_helpers import count_video_frames
@@ -65,9 +65,8 @@ class _Lines:
         return "".join(self.lines)
 
 
-def _sigterm_after_frames(
-    cmd: List[str], tmp_path: Path, stats: Path, marker: str, sig: int = signal.SIGTERM
-):
+def _spawn(cmd: List[str], tmp_path: Path) -> Tuple[subprocess.Popen, _Lines]:
+    """Start ``segcam`` in ``tmp_path`` with pipes, and a reader of its output lines."""
     proc = subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -76,7 +75,13 @@ def _sigterm_after_frames(
         stderr=subprocess.PIPE,
         text=True,
     )
-    lines = _Lines(proc)
+    return proc, _Lines(proc)
+
+
+def _sigterm_after_frames(
+    cmd: List[str], tmp_path: Path, stats: Path, marker: str, sig: int = signal.SIGTERM
+):
+    proc, lines = _spawn(cmd, tmp_path)
     try:
         assert lines.wait_for(marker, 120), lines.text()
         time.sleep(1.5)  # let frames flow into the recording
@@ -283,26 +288,19 @@ def test_input_lost_for_good_mid_run_exits_with_its_error(selfie_onnx, tmp_path)
     folder = tmp_path / "shots"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), DemoScene(160, 90, 30.0).render(0)[0])
-    proc = subprocess.Popen(
-        _segcam(
-            "run",
-            *_model(selfie_onnx),
-            "--input",
-            str(folder),
-            "--set",
-            "input.loop=true",
-            "--set",
-            "input.reconnect.initial_s=0.05",
-            "--set",
-            "input.reconnect.max_attempts=2",
-        ),
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    cmd = _segcam(
+        "run",
+        *_model(selfie_onnx),
+        "--input",
+        str(folder),
+        "--set",
+        "input.loop=true",
+        "--set",
+        "input.reconnect.initial_s=0.05",
+        "--set",
+        "input.reconnect.max_attempts=2",
     )
-    lines = _Lines(proc)
+    proc, lines = _spawn(cmd, tmp_path)
     try:
         assert lines.wait_for("pipeline running", 120), lines.text()
         shutil.rmtree(folder)
@@ -324,15 +322,7 @@ def test_sigterm_ends_run_while_a_reload_hangs(selfie_onnx, tmp_path) -> None:
     config = tmp_path / "segcam.yaml"
     config.write_text("input:\n  uri: demo\n")
     cmd = _segcam("run", "--config", str(config), *_model(selfie_onnx), *SMALL, "--output", "none")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = _Lines(proc)
+    proc, lines = _spawn(cmd, tmp_path)
     try:
         assert lines.wait_for("pipeline running", 120), lines.text()
         config.unlink()
