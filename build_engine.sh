@@ -40,7 +40,7 @@ options:
   -h, --help            this help
 
 environment: TRTEXEC, SEGCAM_TRT_VERSION (as --trt-version), SEGCAM_PYTHON (the Python
-that has segcam installed; default: segcam on PATH, else python3 -m app from this checkout)
+that has segcam installed; default: segcam on PATH, else python3 -m segcam)
 EOF
 }
 
@@ -124,13 +124,15 @@ fi
 # The profile, shapes and sidecar are handled by segcam itself (one implementation).
 segcam_cli() {
   if [ -n "${SEGCAM_PYTHON:-}" ]; then
-    "$SEGCAM_PYTHON" -m app "$@"
-  elif [ -x "$here/python3" ] && "$here/python3" -c 'import app.cli' >/dev/null 2>&1; then
-    "$here/python3" -m app "$@" # installed into a venv: the venv's python sits beside us
+    "$SEGCAM_PYTHON" -m segcam "$@"
+  elif [ -x "$here/python3" ] && "$here/python3" -c 'import segcam.cli' >/dev/null 2>&1; then
+    "$here/python3" -m segcam "$@" # installed into a venv: the venv's python sits beside us
   elif command -v segcam >/dev/null 2>&1; then
     segcam "$@"
+  elif python3 -c 'import segcam.cli' >/dev/null 2>&1; then
+    python3 -m segcam "$@"
   elif [ -d "$here/app" ]; then
-    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 -m app "$@" # a source checkout
+    die "segcam is not installed: in this checkout run pip install -e . (the folder app/ installs as the package segcam), or set SEGCAM_PYTHON"
   else
     die "segcam is not installed (pip install segcam, or set SEGCAM_PYTHON)"
   fi

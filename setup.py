@@ -1,4 +1,4 @@
-"""Packaging for segcam: the package `app`, console script `segcam`.
+"""Packaging for segcam: the import package `segcam` (source folder app/), console script `segcam`.
 
 On a Jetson, OpenCV (with GStreamer) and TensorRT come from JetPack's system packages.
 pip must not shadow them: on Linux/aarch64 OpenCV is therefore not a requirement (install
@@ -21,14 +21,18 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.8",
-    packages=find_packages(include=["app", "app.*"]) + ["app.configs", "app.systemd"],
+    # The source folder is app/ (the project's layout); it installs as the import package
+    # `segcam`, so nothing claims the common name `app` in a user's site-packages.
     # configs/ and systemd/ live at the top of the repo (the layout users know) and ship
     # inside the package so an installed segcam finds them.
-    package_dir={"app.configs": "configs", "app.systemd": "systemd"},
+    packages=["segcam"]
+    + ["segcam." + p for p in find_packages(where="app")]
+    + ["segcam.configs", "segcam.systemd"],
+    package_dir={"segcam": "app", "segcam.configs": "configs", "segcam.systemd": "systemd"},
     package_data={
-        "app.configs": ["*.yaml", "models/*.yaml", "devices/*.yaml"],
-        "app.systemd": ["*.service", "*.sh", "*.conf"],
-        "app.gpu": ["kernels/*.cu", "kernels/*.cuh"],
+        "segcam.configs": ["*.yaml", "models/*.yaml", "devices/*.yaml"],
+        "segcam.systemd": ["*.service", "*.sh", "*.conf"],
+        "segcam.gpu": ["kernels/*.cu", "kernels/*.cuh"],
     },
     scripts=["build_engine.sh"],
     install_requires=[
@@ -60,7 +64,7 @@ setup(
         ],
         "lint": ["ruff==0.17.6", "vermin==1.9.2"],  # pinned: new rules must not break CI
     },
-    entry_points={"console_scripts": ["segcam=app.cli:main"]},
+    entry_points={"console_scripts": ["segcam=segcam.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.8",

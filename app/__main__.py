@@ -1,9 +1,9 @@
-"""Allow ``python -m app``."""
+"""Allow ``python -m segcam``."""
 
 from __future__ import annotations
 
 import sys
 
-from app.cli import main
+from segcam.cli import main
 
 sys.exit(main())

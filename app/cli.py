@@ -13,21 +13,21 @@ import logging
 import sys
 from typing import List, Optional, Sequence
 
-from app import __version__
-from app.errors import SegcamError
-from app.log import setup_logging
+from segcam import __version__
+from segcam.errors import SegcamError
+from segcam.log import setup_logging
 
 # (command name, module) in the order `segcam --help` lists them.
 COMMANDS = (
-    ("run", "app.commands.run"),
-    ("demo", "app.commands.demo"),
-    ("bench", "app.commands.bench"),
-    ("model", "app.commands.model"),
-    ("engine", "app.commands.engine"),
-    ("subscribe", "app.commands.subscribe"),
-    ("keys", "app.commands.keys"),
-    ("doctor", "app.commands.doctor"),
-    ("service", "app.commands.service"),
+    ("run", "segcam.commands.run"),
+    ("demo", "segcam.commands.demo"),
+    ("bench", "segcam.commands.bench"),
+    ("model", "segcam.commands.model"),
+    ("engine", "segcam.commands.engine"),
+    ("subscribe", "segcam.commands.subscribe"),
+    ("keys", "segcam.commands.keys"),
+    ("doctor", "segcam.commands.doctor"),
+    ("service", "segcam.commands.service"),
 )
 
 log = logging.getLogger("segcam")

@@ -48,8 +48,8 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from app.config import BackgroundConfig
-from app.errors import ConfigError, PipelineError
+from segcam.config import BackgroundConfig
+from segcam.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import (  # all present since 3.8
 
 import yaml
 
-from app.errors import ConfigError
+from segcam.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed layouts put configs/ inside the package data; a source checkout has it beside app/.

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from app.errors import SourceError
+from segcam.errors import SourceError
 
 # Outline of the person in the 512x512 photograph (x, y): head, neck ring, suit; the
 # helmet she holds is left out, it is not part of a person silhouette.

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from app.config import Config
+from segcam.config import Config
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -173,9 +173,9 @@ def _preset_for(model: str) -> Optional[str]:
 
 def _gpu(ctx: DoctorContext):
     if "gpu" not in ctx.cache:
-        gpu_mod = _import("app.gpu")
+        gpu_mod = _import("segcam.gpu")
         if gpu_mod is None or not hasattr(gpu_mod, "probe"):
-            ctx.cache["gpu"] = (None, "GPU support (app.gpu) is not part of this build")
+            ctx.cache["gpu"] = (None, "GPU support (segcam.gpu) is not part of this build")
         else:
             ctx.cache["gpu"] = gpu_mod.probe()
     return ctx.cache["gpu"]
@@ -196,7 +196,7 @@ def check_cuda(ctx: DoctorContext) -> Check:
         if device == "cpu":
             return Check("cuda", OK, f"{reason}; pipeline: CPU (inference.device: cpu)")
         data = info.as_dict() if hasattr(info, "as_dict") else {}
-        if _import("app.gpu.stages") is None:
+        if _import("segcam.gpu.stages") is None:
             return Check(
                 "cuda",
                 WARN,
@@ -355,10 +355,10 @@ def _thermal_cfg(ctx: DoctorContext):
 
 def check_thermal(ctx: DoctorContext) -> Check:
     """Temperature sensors, current readings, kernel trip points and the governor's view."""
-    from app.thermal.policy import next_state
-    from app.thermal.sample import describe
-    from app.thermal.sensors import open_sensor
-    from app.thermal.sysfs import SysfsSensor
+    from segcam.thermal.policy import next_state
+    from segcam.thermal.sample import describe
+    from segcam.thermal.sensors import open_sensor
+    from segcam.thermal.sysfs import SysfsSensor
 
     tcfg = _thermal_cfg(ctx)
     if not tcfg.enabled:
@@ -417,7 +417,7 @@ def check_thermal(ctx: DoctorContext) -> Check:
 
 def check_power(ctx: DoctorContext) -> Check:
     """nvpmodel power mode and jetson_clocks (Jetson only)."""
-    from app.thermal.nvpmodel import query_nvpmodel
+    from segcam.thermal.nvpmodel import query_nvpmodel
 
     sample = ctx.cache.get("thermal_sample")
     mode = getattr(sample, "nvpmodel", None)
@@ -445,12 +445,12 @@ def check_power(ctx: DoctorContext) -> Check:
 
 def check_model(ctx: DoctorContext) -> Check:
     """The configured model: profile loads, ONNX present in the cache (or model.path)."""
-    from app.config import model_cache_dir
+    from segcam.config import model_cache_dir
 
     cfg = ctx.cfg
     names = [cfg.model.name] + ([cfg.model.light_profile] if cfg.model.light_profile else [])
-    profile_mod = _import("app.inference.profile")
-    registry = _import("app.models.registry")
+    profile_mod = _import("segcam.inference.profile")
+    registry = _import("segcam.models.registry")
     notes: List[str] = []
     worst = OK
     hint = ""
@@ -491,7 +491,7 @@ def check_engine(ctx: DoctorContext) -> Check:
     trt_version = ctx.cache.get("tensorrt")
     if not trt_version:
         return Check("engine", OK, "not applicable: no TensorRT (ONNX Runtime runs the model)")
-    meta = _import("app.inference.engine_meta")
+    meta = _import("segcam.inference.engine_meta")
     if meta is None:
         return Check("engine", WARN, "engine checks not available in this build")
     cfg = ctx.cfg
@@ -546,7 +546,7 @@ def check_publish(ctx: DoctorContext) -> Check:
                 f"CURVE key files missing: {', '.join(missing)}",
                 "segcam keys generate, then point publish.curve.* at the files",
             )
-    warn_fn = getattr(_import("app.publish.publisher"), "exposure_warning", None)
+    warn_fn = getattr(_import("segcam.publish.publisher"), "exposure_warning", None)
     warning = warn_fn(ctx.cfg) if warn_fn is not None else None
     if warning:
         return Check("publish", WARN, f"bound to {where}", warning)

@@ -1,5 +1,5 @@
 """Output sinks: ``display://0`` (OpenCV window), ``file://out.mp4`` (recorder), ``none``,
-and ``http://HOST:PORT`` (browser preview, :mod:`app.web_preview`).
+and ``http://HOST:PORT`` (browser preview, :mod:`segcam.web_preview`).
 
 Every sink runs in its own thread behind a one-frame mailbox. ``submit`` copies what the
 sink needs out of the pipeline's slot (the slot is recycled as soon as ``submit`` returns)
@@ -25,9 +25,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from app.errors import OutputError, SegcamError
-from app.pipeline.metrics import SampleRing
-from app.pipeline.types import FrameResult
+from segcam.errors import OutputError, SegcamError
+from segcam.pipeline.metrics import SampleRing
+from segcam.pipeline.types import FrameResult
 
 log = logging.getLogger("segcam.output")
 
@@ -564,14 +564,14 @@ def build_sinks(cfg: Any, uris: Optional[Sequence[str]] = None) -> List[Any]:
             d = cfg.output.display
             sinks.append(DisplaySink(uri, d.title, d.fullscreen))
         elif kind == "http":
-            from app.web_preview import WebPreviewSink
+            from segcam.web_preview import WebPreviewSink
 
             sinks.append(WebPreviewSink(target))
         else:
             sinks.append(FileSink(target, cfg.output.codec, cfg.output.record_mask, cfg.input.fps))
     if cfg.publish.enabled:
         try:
-            from app.publish.sink import MaskPublisherSink
+            from segcam.publish.sink import MaskPublisherSink
         except ImportError as exc:
             raise OutputError(
                 f"publish.enabled is true but the publisher is not available ({exc})",

@@ -37,7 +37,7 @@ with: HxW float32 in [0, 1] at frame size. Steps, in order (the GPU path reprodu
    the result stays within a few percent of the full-size blur.
 
 Knob values (``threshold``, ``soft``, ``feather``, ``smoothing``, ``min_blob_area`` of
-:class:`app.pipeline.knobs.KnobValues`) override the config per call, so reload and the
+:class:`segcam.pipeline.knobs.KnobValues`) override the config per call, so reload and the
 thermal governor act on the next frame.
 """
 
@@ -50,7 +50,7 @@ from typing import Any, Optional, Tuple
 import cv2
 import numpy as np
 
-from app.errors import PipelineError
+from segcam.errors import PipelineError
 
 FULL_RES_FEATHER_MAX = 6  # feather radius (px) above which the blur runs at reduced size
 _EPS = np.float32(1e-6)

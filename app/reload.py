@@ -25,8 +25,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from app.config import Config, config_to_dict, load_config
-from app.errors import ConfigError
+from segcam.config import Config, config_to_dict, load_config
+from segcam.errors import ConfigError
 
 log = logging.getLogger("segcam.reload")
 
@@ -221,7 +221,7 @@ class ConfigReloader:
         if plan.background:
             # The compositor would refuse a missing image or an undecodable video on the
             # frame thread: refuse it here, where the reload can still say so.
-            from app.compose import check_background
+            from segcam.compose import check_background
 
             try:
                 check_background(new.composite.background)
@@ -234,7 +234,7 @@ class ConfigReloader:
         if plan.knobs and getattr(runner, "knobs", None) is not None:
             runner.knobs.update(**plan.knobs)
         if plan.log_level:
-            from app.log import setup_logging
+            from segcam.log import setup_logging
 
             setup_logging(plan.log_level)
         _set_config(runner, effective)

@@ -5,7 +5,7 @@ sd_notify needs no library: it is one datagram of ``KEY=VALUE`` lines sent to th
 socket). Without ``$NOTIFY_SOCKET`` everything here is a no-op, so ``segcam run`` behaves
 the same in a terminal and under systemd.
 
-:class:`SystemdNotifier` is an :class:`app.pipeline.types.Extension`:
+:class:`SystemdNotifier` is an :class:`segcam.pipeline.types.Extension`:
 
 * ``READY=1`` once the first frame has reached every sink (``runner.first_frame_event``);
 * ``WATCHDOG=1`` at half of ``$WATCHDOG_USEC``, and only while ``runner.frames_completed``

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from app.errors import ServiceError
-from app.fileio import write_atomic
+from segcam.errors import ServiceError
+from segcam.fileio import write_atomic
 
 UNIT_NAME = "segcam.service"
 CONFIG_DIR = "/etc/segcam"
@@ -209,7 +209,7 @@ def _check_privileges(opts: Options) -> None:
 
 def plan_install(opts: Options) -> Plan:
     """Work out every step of an install (nothing is changed yet)."""
-    from app.config import configs_dir, load_config
+    from segcam.config import configs_dir, load_config
 
     _check_privileges(opts)
     plan = Plan()

@@ -2,7 +2,7 @@
 
 Supported URIs::
 
-    demo                          synthetic person over a moving background (app.demo_scene)
+    demo                          synthetic person over a moving background (segcam.demo_scene)
     0, /dev/video0, v4l2:///dev/video0   V4L2 camera (OpenCV), width/height/fps/FOURCC set on it
     csi://0                       Jetson CSI camera via GStreamer nvarguscamerasrc
     rtsp://..., http(s)://...     network stream (GStreamer if OpenCV has it, else FFmpeg)
@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from app.config import InputConfig
-from app.errors import SourceError
+from segcam.config import InputConfig
+from segcam.errors import SourceError
 
 log = logging.getLogger("segcam.source")
 
@@ -312,7 +312,7 @@ class DemoSource(Source):
         return bool(self.cfg.realtime)
 
     def _open(self) -> None:
-        from app.demo_scene import DemoScene
+        from segcam.demo_scene import DemoScene
 
         self.scene = DemoScene(self.cfg.width, self.cfg.height, self.cfg.fps)
         # Two buffers rendered alternately: the consumer copies a frame before asking again.

@@ -21,9 +21,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import cv2
 
-from app.errors import OutputError
-from app.netutil import is_loopback_host
-from app.outputs import SinkFrame, ThreadedSink
+from segcam.errors import OutputError
+from segcam.netutil import is_loopback_host
+from segcam.outputs import SinkFrame, ThreadedSink
 
 log = logging.getLogger("segcam.output")
 

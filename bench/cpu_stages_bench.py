@@ -24,12 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.compose import Compositor  # noqa: E402
-from app.config import BackgroundConfig, RefineConfig  # noqa: E402
-from app.inference.postprocess import to_probability  # noqa: E402
-from app.inference.preprocess import Preprocessor  # noqa: E402
-from app.inference.profile import load_profile  # noqa: E402
-from app.refine import MaskRefiner  # noqa: E402
+from segcam.compose import Compositor  # noqa: E402
+from segcam.config import BackgroundConfig, RefineConfig  # noqa: E402
+from segcam.inference.postprocess import to_probability  # noqa: E402
+from segcam.inference.preprocess import Preprocessor  # noqa: E402
+from segcam.inference.profile import load_profile  # noqa: E402
+from segcam.refine import MaskRefiner  # noqa: E402
 
 
 def timeit(fn: Callable[[], object], runs: int) -> List[float]:

@@ -7,7 +7,7 @@ For 720p, 1080p and 4K frames it measures, in the same process:
   median of the repetitions after warm-up; input frames rotate so the L2 cache cannot
   hold them all;
 * the host cost of enqueueing one step from Python (what a stage thread pays);
-* the OpenCV/numpy CPU equivalent (app.inference.preprocess / app.refine + app.compose);
+* the OpenCV/numpy CPU equivalent (segcam.inference.preprocess / segcam.refine + segcam.compose);
 * the DRAM floor: the fewest bytes the step must move / the measured device copy bandwidth;
 
 and then the pipeline's throughput on the demo source with the GPU stages against the CPU
@@ -31,17 +31,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.compose import Compositor  # noqa: E402
-from app.config import BackgroundConfig, RefineConfig, load_config  # noqa: E402
-from app.gpu.composite import GpuCompositor  # noqa: E402
-from app.gpu.device import GpuContext, probe  # noqa: E402
-from app.gpu.memory import LEDGER, DeviceBuffer, Event, Stream  # noqa: E402
-from app.gpu.nvrtc import load_module  # noqa: E402
-from app.gpu.preprocess import GpuPreprocessor  # noqa: E402
-from app.inference.preprocess import Preprocessor  # noqa: E402
-from app.inference.profile import load_profile  # noqa: E402
-from app.pipeline.knobs import KnobValues  # noqa: E402
-from app.refine import MaskRefiner  # noqa: E402
+from segcam.compose import Compositor  # noqa: E402
+from segcam.config import BackgroundConfig, RefineConfig, load_config  # noqa: E402
+from segcam.gpu.composite import GpuCompositor  # noqa: E402
+from segcam.gpu.device import GpuContext, probe  # noqa: E402
+from segcam.gpu.memory import LEDGER, DeviceBuffer, Event, Stream  # noqa: E402
+from segcam.gpu.nvrtc import load_module  # noqa: E402
+from segcam.gpu.preprocess import GpuPreprocessor  # noqa: E402
+from segcam.inference.preprocess import Preprocessor  # noqa: E402
+from segcam.inference.profile import load_profile  # noqa: E402
+from segcam.pipeline.knobs import KnobValues  # noqa: E402
+from segcam.refine import MaskRefiner  # noqa: E402
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4K": (3840, 2160)}
 ROTATE = 6  # input frames cycled through so the L2 cannot hold every input
@@ -225,14 +225,14 @@ def pipeline_rows(info: Any, frames: int, plot: Optional[str]) -> List[Dict[str,
 
     import cv2
 
-    from app.demo_scene import DemoScene
-    from app.gpu.stages import build_gpu_stages
-    from app.gpu.timeline import plot_timeline
-    from app.inference.onnxruntime import OnnxRuntimeBackend
-    from app.models.registry import ensure_model
-    from app.pipeline.runner import Runner
-    from app.pipeline.stages import build_cpu_stages
-    from app.sources import open_source
+    from segcam.demo_scene import DemoScene
+    from segcam.gpu.stages import build_gpu_stages
+    from segcam.gpu.timeline import plot_timeline
+    from segcam.inference.onnxruntime import OnnxRuntimeBackend
+    from segcam.models.registry import ensure_model
+    from segcam.pipeline.runner import Runner
+    from segcam.pipeline.stages import build_cpu_stages
+    from segcam.sources import open_source
 
     cache = Path(os.environ.get("SEGCAM_TEST_CACHE", ".cache/segcam-test"))
     onnx = ensure_model("mediapipe-selfie", cache)

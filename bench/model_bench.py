@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.errors import SegcamError  # noqa: E402
-from app.models.bench import DEFAULT_MODELS, run_model_bench  # noqa: E402
+from segcam.errors import SegcamError  # noqa: E402
+from segcam.models.bench import DEFAULT_MODELS, run_model_bench  # noqa: E402
 
 
 def main() -> int:

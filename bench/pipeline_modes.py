@@ -21,9 +21,9 @@ from typing import Any, Dict, List
 
 def main(argv: Any = None) -> int:
     """Run the rounds and print a summary (and write JSON if asked)."""
-    from app.commands.bench import apply_lib_threads, parse_resolution, run_bench
-    from app.config import load_config
-    from app.log import setup_logging
+    from segcam.commands.bench import apply_lib_threads, parse_resolution, run_bench
+    from segcam.config import load_config
+    from segcam.log import setup_logging
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)

@@ -36,16 +36,16 @@ from typing import Any, Dict, List, Tuple
 import cv2
 import numpy as np
 
-from app.config import load_config
-from app.pipeline.types import FrameResult
-from app.publish import protocol
-from app.publish.sink import MaskPublisherSink
+from segcam.config import load_config
+from segcam.pipeline.types import FrameResult
+from segcam.publish import protocol
+from segcam.publish.sink import MaskPublisherSink
 
 SIZES = [(256, 256), (1920, 1080)]
 
 _SUBSCRIBER = """
 import json, select, sys, time
-from app.publish.subscriber import MaskSubscriber
+from segcam.publish.subscriber import MaskSubscriber
 sub = MaskSubscriber(sys.argv[1], ["mask"], rcvhwm=4, stale_after_s=0)
 while sub.recv(timeout=0.05) is None:
     pass
@@ -205,7 +205,7 @@ def stall_bench(model: str, seconds: float, pairs: int, size: str) -> Dict[str, 
                 stalled.setsockopt(zmq.SUBSCRIBE, b"")
                 stalled.connect(url)
             stats = os.path.join(tmp, f"{k}.json")
-            cmd = [sys.executable, "-m", "app", "run", "--input", "demo", "--seconds",
+            cmd = [sys.executable, "-m", "segcam", "run", "--input", "demo", "--seconds",
                    str(seconds), "--stats-json", stats, "--set", f"model.path={model}",
                    "--set", f"input.width={w}", "--set", f"input.height={h}",
                    "--set", "thermal.enabled=false", "--set", "publish.enabled=true",

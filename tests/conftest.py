@@ -44,7 +44,7 @@ def model_cache() -> Path:
 @pytest.fixture(scope="session")
 def selfie_onnx(model_cache: Path) -> Path:
     """Path of the converted mediapipe-selfie ONNX (fetched and converted once)."""
-    from app.models.registry import ensure_model
+    from segcam.models.registry import ensure_model
 
     return ensure_model("mediapipe-selfie", model_cache)
 
@@ -52,7 +52,7 @@ def selfie_onnx(model_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def selfie_landscape_onnx(model_cache: Path) -> Path:
     """Path of the converted mediapipe-selfie-landscape ONNX."""
-    from app.models.registry import ensure_model
+    from segcam.models.registry import ensure_model
 
     return ensure_model("mediapipe-selfie-landscape", model_cache)
 

@@ -9,8 +9,8 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from app.config import Config, load_config
-from app.outputs import ThreadedSink
+from segcam.config import Config, load_config
+from segcam.outputs import ThreadedSink
 
 
 def pipeline_config(model: Path, *overrides: str, size: Tuple[int, int] = (320, 240)) -> Config:
@@ -27,7 +27,7 @@ def pipeline_config(model: Path, *overrides: str, size: Tuple[int, int] = (320, 
 
 def write_demo_video(path: Path, frames: int, size: Tuple[int, int] = (320, 240)) -> Path:
     """A real mp4 of ``frames`` demo-scene frames (the pipeline reads it back)."""
-    from app.demo_scene import DemoScene
+    from segcam.demo_scene import DemoScene
 
     scene = DemoScene(size[0], size[1], 30.0)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import pytest
 from fake_tensorrt.helpers import dynamic_two_output_onnx
 
-from app.inference.engine_meta import RuntimeFacts, compare, read_sidecar, sha256_file
+from segcam.inference.engine_meta import RuntimeFacts, compare, read_sidecar, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "build_engine.sh"

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from app.cli import COMMANDS, main
-from app.errors import ConfigError, SegcamError
+from segcam.cli import COMMANDS, main
+from segcam.errors import ConfigError, SegcamError
 
 
 def _segcam(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "segcam", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -48,7 +48,7 @@ def test_console_script_installed() -> None:
 
 
 def test_segcam_errors_become_one_line_and_exit_code(monkeypatch, capsys) -> None:
-    import app.cli as cli
+    import segcam.cli as cli
 
     def boom(args):
         raise ConfigError("refine.threshold (line 3): expected a number", "fix it")
@@ -65,7 +65,7 @@ def test_segcam_errors_become_one_line_and_exit_code(monkeypatch, capsys) -> Non
 
 
 def test_every_error_type_has_a_distinct_meaningful_exit_code() -> None:
-    import app.errors as errors
+    import segcam.errors as errors
 
     codes = {
         cls.exit_code

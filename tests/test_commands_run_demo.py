@@ -28,7 +28,7 @@ def _env(tmp_path: Path) -> dict:
 
 
 def _segcam(*args: str) -> List[str]:
-    return [sys.executable, "-m", "app", *args]
+    return [sys.executable, "-m", "segcam", *args]
 
 
 def _model(selfie_onnx: Path) -> List[str]:
@@ -283,7 +283,7 @@ def test_input_lost_for_good_mid_run_exits_with_its_error(selfie_onnx, tmp_path)
 
     import cv2
 
-    from app.demo_scene import DemoScene
+    from segcam.demo_scene import DemoScene
 
     folder = tmp_path / "shots"
     folder.mkdir()

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.compose import Compositor, blend_reference, check_background
-from app.config import BackgroundConfig
-from app.errors import ConfigError, PipelineError
-from app.pipeline.knobs import KnobValues
+from segcam.compose import Compositor, blend_reference, check_background
+from segcam.config import BackgroundConfig
+from segcam.errors import ConfigError, PipelineError
+from segcam.pipeline.knobs import KnobValues
 
 H, W = 90, 160
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from app.config import Config, config_to_dict, configs_dir, load_config, parse_config
-from app.errors import ConfigError
+from segcam.config import Config, config_to_dict, configs_dir, load_config, parse_config
+from segcam.errors import ConfigError
 
 
 def test_default_yaml_matches_dataclass_defaults() -> None:
@@ -91,7 +91,7 @@ def test_bad_config_exits_2_without_traceback(tmp_path) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text("pipeline:\n  queue_depth: lots\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "app", "doctor", "--config", str(f)],
+        [sys.executable, "-m", "segcam", "doctor", "--config", str(f)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -22,8 +22,8 @@ flatbuffers = pytest.importorskip("flatbuffers")
 tflite = pytest.importorskip("tflite")
 ort = pytest.importorskip("onnxruntime")
 
-from app.errors import ModelError  # noqa: E402
-from app.models.tflite_onnx import convert_tflite, same_padding  # noqa: E402
+from segcam.errors import ModelError  # noqa: E402
+from segcam.models.tflite_onnx import convert_tflite, same_padding  # noqa: E402
 
 BO = tflite.BuiltinOperator
 BOpt = tflite.BuiltinOptions

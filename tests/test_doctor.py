@@ -17,8 +17,8 @@ from typing import Dict, List, Optional
 import pytest
 from thermal_tree import add_zone
 
-from app.config import load_config
-from app.doctor import (
+from segcam.config import load_config
+from segcam.doctor import (
     CHECKS,
     FAIL,
     OK,
@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _segcam(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "segcam", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -273,7 +273,7 @@ def test_a_broken_check_is_a_warning_not_a_traceback() -> None:
 
 
 def test_cuda_required_but_absent_fails_here() -> None:
-    from app.doctor import check_cuda
+    from segcam.doctor import check_cuda
 
     cfg = load_config(None, ["inference.device=gpu"])
     result = check_cuda(DoctorContext(cfg))
@@ -287,7 +287,7 @@ def test_cuda_required_but_absent_fails_here() -> None:
 def test_model_in_cache_is_ok_and_missing_is_a_warning(
     tmp_path: Path, selfie_onnx: Path, model_cache: Path
 ) -> None:
-    from app.doctor import check_model
+    from segcam.doctor import check_model
 
     cfg = load_config(None, [f"model.cache_dir={model_cache}"])
     result = check_model(DoctorContext(cfg))

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app.config import BackgroundConfig
-from app.errors import GpuError
-from app.gpu import cuda_api, probe
-from app.gpu.composite import (
+from segcam.config import BackgroundConfig
+from segcam.errors import GpuError
+from segcam.gpu import cuda_api, probe
+from segcam.gpu.composite import (
     NW,
     emulate_gauss_u8,
     emulate_soft_mask,
@@ -25,9 +25,9 @@ from app.gpu.composite import (
     owned_columns,
     vertical_tables,
 )
-from app.gpu.nvrtc import KERNEL_DIR, cache_key, cubin_path, kernel_source
-from app.gpu.preprocess import emulate_resize_u8, resize_tables
-from app.gpu.timeline import Span, Timeline, overlap_stats
+from segcam.gpu.nvrtc import KERNEL_DIR, cache_key, cubin_path, kernel_source
+from segcam.gpu.preprocess import emulate_resize_u8, resize_tables
+from segcam.gpu.timeline import Span, Timeline, overlap_stats
 
 
 def _cuda_python_installed() -> bool:
@@ -138,8 +138,8 @@ def test_version_parsing_and_gil_rule(text, expected, gil):
 
 @pytest.mark.skipif(_cuda_python_installed(), reason="cuda-python is installed here")
 def test_pipeline_falls_back_to_cpu_with_the_reason():
-    from app.config import load_config
-    from app.pipeline.stages import select_device
+    from segcam.config import load_config
+    from segcam.pipeline.stages import select_device
 
     device, reason, info = select_device(load_config(None, []))
     assert device == "cpu" and info is None
@@ -219,8 +219,8 @@ def test_fixed_point_gaussian_reproduces_opencv(k):
 @pytest.mark.parametrize("blur,size", [(21, (1280, 720)), (9, (640, 480)), (5, (333, 211))])
 def test_blur_background_chain_reproduces_the_compositor(blur, size):
     """area /d (integer) -> fixed-point Gaussian -> uint8 bilinear x d, as the kernels do."""
-    from app.compose import Compositor
-    from app.gpu.composite import blur_plan
+    from segcam.compose import Compositor
+    from segcam.gpu.composite import blur_plan
 
     w, h = size
     frame = np.random.default_rng(blur).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -244,10 +244,10 @@ def test_blur_background_chain_reproduces_the_compositor(blur, size):
 @pytest.mark.parametrize("radius", [0, 1, 3, 6])
 def test_row_step_soft_mask_reproduces_the_refiner(size, low, radius):
     """Horizontal upsample + feather per model row, then their vertical halves per pixel
-    (combined weights), equals app.refine's upsample -> feather -> clip to float rounding."""
-    from app.config import RefineConfig
-    from app.pipeline.knobs import KnobValues
-    from app.refine import MaskRefiner
+    (combined weights), equals segcam.refine's upsample -> feather -> clip to float rounding."""
+    from segcam.config import RefineConfig
+    from segcam.pipeline.knobs import KnobValues
+    from segcam.refine import MaskRefiner
 
     w, h = size
     rng = np.random.default_rng(radius + w)
@@ -314,7 +314,7 @@ def test_timeline_keeps_the_last_frames():
 
 
 def test_plot_stage_timeline_skips_cpu_stages(tmp_path):
-    from app.gpu.timeline import plot_stage_timeline
+    from segcam.gpu.timeline import plot_stage_timeline
 
     class CpuStages:
         info: dict = {}
@@ -324,7 +324,7 @@ def test_plot_stage_timeline_skips_cpu_stages(tmp_path):
 
 def test_plot_timeline_draws_a_png(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib (segcam[plot]) not installed")
-    from app.gpu.timeline import plot_timeline
+    from segcam.gpu.timeline import plot_timeline
 
     out = plot_timeline(_pipelined_spans(6, overlap=True), tmp_path / "t.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

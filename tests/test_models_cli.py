@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from app.models.registry import MODELS, tflite_file
+from segcam.models.registry import MODELS, tflite_file
 
 REPO = Path(__file__).resolve().parent.parent
 SELFIE = MODELS["mediapipe-selfie"]
@@ -37,9 +37,9 @@ def _no_network_env() -> Dict[str, str]:
 
 
 def segcam(args: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    """Run ``python -m app ARGS`` (the installed CLI's code) and capture its output."""
+    """Run ``python -m segcam ARGS`` (the installed CLI's code) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "segcam", *args],
         cwd=str(REPO),
         env=env or _no_network_env(),
         capture_output=True,
@@ -150,7 +150,7 @@ def test_corrupt_cached_onnx_is_detected_and_rebuilt_offline(
 
 
 def test_ensure_model_cache_hit_does_not_rewrite(model_cache: Path, selfie_onnx: Path) -> None:
-    from app.models.registry import ensure_model
+    from segcam.models.registry import ensure_model
 
     before = selfie_onnx.stat()
     messages: List[str] = []

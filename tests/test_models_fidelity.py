@@ -52,7 +52,7 @@ class _Pair:
 
 @pytest.fixture(scope="module")
 def pairs(model_cache: Path, selfie_onnx: Path, selfie_landscape_onnx: Path) -> Dict[str, _Pair]:
-    from app.models.registry import tflite_file
+    from segcam.models.registry import tflite_file
 
     onnx = {"mediapipe-selfie": selfie_onnx, "mediapipe-selfie-landscape": selfie_landscape_onnx}
     return {name: _Pair(tflite_file(name, model_cache), onnx[name]) for name in MODELS}

@@ -1,4 +1,4 @@
-"""Registry, sidecar and cache behaviour of app.models (real files, real processes)."""
+"""Registry, sidecar and cache behaviour of segcam.models (real files, real processes)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Dict, List
 
 import pytest
 
-from app.errors import ModelError
-from app.models import registry
-from app.models.sidecar import read_sidecar, sha256_file, sidecar_path
+from segcam.errors import ModelError
+from segcam.models import registry
+from segcam.models.sidecar import read_sidecar, sha256_file, sidecar_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def test_concurrent_fetches_into_one_cache(
     cmd = [
         sys.executable,
         "-m",
-        "app",
+        "segcam",
         "model",
         "fetch",
         "--wheel",

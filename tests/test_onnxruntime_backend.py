@@ -19,13 +19,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from app.config import load_config
-from app.errors import BackendError, ModelError
-from app.inference.onnxruntime import OnnxRuntimeBackend, resolve_providers
-from app.inference.postprocess import to_probability
-from app.inference.preprocess import Preprocessor, preprocess
-from app.inference.profile import StateInput, load_profile, replace
-from app.inference.select import select_backend
+from segcam.config import load_config
+from segcam.errors import BackendError, ModelError
+from segcam.inference.onnxruntime import OnnxRuntimeBackend, resolve_providers
+from segcam.inference.postprocess import to_probability
+from segcam.inference.preprocess import Preprocessor, preprocess
+from segcam.inference.profile import StateInput, load_profile, replace
+from segcam.inference.select import select_backend
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from pipeline_helpers import count_video_frames
 
-from app.config import load_config
-from app.errors import OutputError
-from app.outputs import (
+from segcam.config import load_config
+from segcam.errors import OutputError
+from segcam.outputs import (
     ContactSheetSink,
     DisplaySink,
     FileSink,
@@ -23,7 +23,7 @@ from app.outputs import (
     mask_video_path,
     parse_output,
 )
-from app.pipeline.types import FrameResult
+from segcam.pipeline.types import FrameResult
 
 
 def _result(i: int, w: int = 64, h: int = 48) -> FrameResult:

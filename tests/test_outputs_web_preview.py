@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app.errors import OutputError
-from app.outputs import build_sinks, parse_output
-from app.pipeline.types import FrameResult
-from app.web_preview import WebPreviewSink, parse_http_uri
+from segcam.errors import OutputError
+from segcam.outputs import build_sinks, parse_output
+from segcam.pipeline.types import FrameResult
+from segcam.web_preview import WebPreviewSink, parse_http_uri
 
 
 def _result(i: int) -> FrameResult:
@@ -89,7 +89,7 @@ def test_busy_port_is_a_clear_error() -> None:
 
 
 def test_build_sinks_makes_a_web_preview() -> None:
-    from app.config import load_config
+    from segcam.config import load_config
 
     sinks = build_sinks(load_config(None, ["output.uris=[http://127.0.0.1:0]"]))
     assert len(sinks) == 1 and isinstance(sinks[0], WebPreviewSink)

@@ -7,12 +7,12 @@ import sys
 import pytest
 from pipeline_helpers import pipeline_config
 
-from app.commands.bench import format_table, parse_resolution, plot, run_bench
-from app.errors import UsageError
-from app.pipeline.assemble import open_backend
-from app.pipeline.sequential import run_sequential
-from app.pipeline.stages import build_stages
-from app.sources import open_source
+from segcam.commands.bench import format_table, parse_resolution, plot, run_bench
+from segcam.errors import UsageError
+from segcam.pipeline.assemble import open_backend
+from segcam.pipeline.sequential import run_sequential
+from segcam.pipeline.stages import build_stages
+from segcam.sources import open_source
 
 
 def test_parse_resolution() -> None:

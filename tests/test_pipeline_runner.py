@@ -22,13 +22,13 @@ from pipeline_helpers import (
     write_demo_video,
 )
 
-from app.demo_scene import DemoScene
-from app.errors import PipelineError, SourceError
-from app.outputs import FileSink
-from app.pipeline.assemble import open_backend
-from app.pipeline.runner import Runner
-from app.pipeline.stages import build_cpu_stages
-from app.sources import open_source
+from segcam.demo_scene import DemoScene
+from segcam.errors import PipelineError, SourceError
+from segcam.outputs import FileSink
+from segcam.pipeline.assemble import open_backend
+from segcam.pipeline.runner import Runner
+from segcam.pipeline.stages import build_cpu_stages
+from segcam.sources import open_source
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +296,7 @@ def test_an_output_failing_as_it_finalises_is_the_runs_error(selfie_onnx, backen
     """A sink whose last step fails (the contact sheet's directory vanished, a full disk)
     fails in its thread's cleanup, after the last frame: that must still reach the runner
     (an error and a non-zero exit), not only a warning under an exit code of 0."""
-    from app.outputs import ContactSheetSink
+    from segcam.outputs import ContactSheetSink
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()

@@ -7,9 +7,15 @@ import time
 
 import pytest
 
-from app.pipeline.metrics import PipelineMetrics, RateMeter, SampleRing, status_line, summary_table
-from app.pipeline.queues import END_OF_STREAM, LatestQueue
-from app.pipeline.slots import BUSY, FREE, QUEUED, SlotRing
+from segcam.pipeline.metrics import (
+    PipelineMetrics,
+    RateMeter,
+    SampleRing,
+    status_line,
+    summary_table,
+)
+from segcam.pipeline.queues import END_OF_STREAM, LatestQueue
+from segcam.pipeline.slots import BUSY, FREE, QUEUED, SlotRing
 
 
 def test_latest_queue_drops_oldest_and_counts() -> None:

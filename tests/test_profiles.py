@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app.errors import ConfigError, ModelError, PipelineError
-from app.inference.postprocess import to_probability
-from app.inference.preprocess import Preprocessor, preprocess
-from app.inference.profile import available_profiles, load_profile, replace
+from segcam.errors import ConfigError, ModelError, PipelineError
+from segcam.inference.postprocess import to_probability
+from segcam.inference.preprocess import Preprocessor, preprocess
+from segcam.inference.profile import available_profiles, load_profile, replace
 
 SHIPPED = [
     "birefnet",

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from app.publish import protocol
-from app.publish.protocol import (
+from segcam.publish import protocol
+from segcam.publish.protocol import (
     MalformedMessage,
     UnknownTopic,
     UnsupportedEncoding,

@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from app.publish import protocol, rle
+from segcam.publish import protocol, rle
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 

@@ -17,8 +17,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.publish import protocol
-from app.publish.subscriber import MaskSubscriber
+from segcam.publish import protocol
+from segcam.publish.subscriber import MaskSubscriber
 
 FUZZ = settings(
     deadline=None,

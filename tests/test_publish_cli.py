@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from app.config import load_config
-from app.pipeline.types import FrameResult
-from app.publish.sink import MaskPublisherSink
+from segcam.config import load_config
+from segcam.pipeline.types import FrameResult
+from segcam.publish.sink import MaskPublisherSink
 
 
 def _segcam(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -26,7 +26,7 @@ def _segcam(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "segcam", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

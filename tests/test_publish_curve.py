@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import zmq
 
-from app.config import load_config
-from app.errors import PublishError
-from app.pipeline.types import FrameResult
-from app.publish.curve import generate_keypair, load_keypair
-from app.publish.sink import MaskPublisherSink
-from app.publish.subscriber import MaskSubscriber
+from segcam.config import load_config
+from segcam.errors import PublishError
+from segcam.pipeline.types import FrameResult
+from segcam.publish.curve import generate_keypair, load_keypair
+from segcam.publish.sink import MaskPublisherSink
+from segcam.publish.subscriber import MaskSubscriber
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import zmq
 
-from app.publish.subscriber import MaskSubscriber
+from segcam.publish.subscriber import MaskSubscriber
 
 SMALL = ["--set", "input.width=320", "--set", "input.height=240"]
 
@@ -41,7 +41,7 @@ def _env(tmp_path: Path) -> Dict[str, str]:
 
 
 def _run(tmp_path: Path, selfie_onnx: Path, *args: str, seconds: float) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "app", "run", "--set", f"model.path={selfie_onnx}", *SMALL]
+    cmd = [sys.executable, "-m", "segcam", "run", "--set", f"model.path={selfie_onnx}", *SMALL]
     cmd += ["--set", "thermal.enabled=false", "--input", "demo", "--seconds", str(seconds)]
     cmd += list(args)
     return subprocess.Popen(

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import zmq
 
-from app.config import load_config
-from app.errors import ConfigError, PublishError
-from app.pipeline.knobs import Knobs, knobs_from_config
-from app.pipeline.types import FrameResult
-from app.publish import protocol
-from app.publish.publisher import exposure_warning, is_loopback_endpoint
-from app.publish.sink import MaskPublisherSink
-from app.publish.subscriber import MaskSubscriber
+from segcam.config import load_config
+from segcam.errors import ConfigError, PublishError
+from segcam.pipeline.knobs import Knobs, knobs_from_config
+from segcam.pipeline.types import FrameResult
+from segcam.publish import protocol
+from segcam.publish.publisher import exposure_warning, is_loopback_endpoint
+from segcam.publish.sink import MaskPublisherSink
+from segcam.publish.subscriber import MaskSubscriber
 
 WARMUP_ID = 1_000_000
 
@@ -401,7 +401,7 @@ def test_a_decoder_crash_is_counted_not_raised(started, monkeypatch) -> None:
             raise RuntimeError("libfoo exploded")
         return real(frames, topics)
 
-    monkeypatch.setattr("app.publish.subscriber.protocol.decode", flaky)
+    monkeypatch.setattr("segcam.publish.subscriber.protocol.decode", flaky)
     submit_and_wait(sink, result(1, soft_mask()))
     sink.submit(result(2, soft_mask()))
     got = receive(sub, 1)

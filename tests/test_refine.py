@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import RefineConfig
-from app.errors import PipelineError
-from app.pipeline.knobs import KnobValues
-from app.refine import FULL_RES_FEATHER_MAX, MaskRefiner, feather, uncertainty
+from segcam.config import RefineConfig
+from segcam.errors import PipelineError
+from segcam.pipeline.knobs import KnobValues
+from segcam.refine import FULL_RES_FEATHER_MAX, MaskRefiner, feather, uncertainty
 
 
 def cfg(**kw) -> RefineConfig:

@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from app.service import (
+from segcam.service import (
     SdNotify,
     SystemdNotifier,
     format_status,

@@ -22,7 +22,7 @@ DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 
 
 def segcam(*args: str) -> subprocess.CompletedProcess:
-    cmd: List[str] = [sys.executable, "-m", "app", *args]
+    cmd: List[str] = [sys.executable, "-m", "segcam", *args]
     return subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=60)
 
 
@@ -151,8 +151,8 @@ def test_status_without_systemd_says_so():
 
 def test_a_segcam_under_home_is_refused(tmp_path: Path):
     # ProtectHome=yes hides /home from the service: such an install could never start.
-    from app.errors import ServiceError
-    from app.service_install import Options, execute, plan_install
+    from segcam.errors import ServiceError
+    from segcam.service_install import Options, execute, plan_install
 
     opts = Options(root=str(tmp_path / "root"), executable="/home/me/venv/bin/segcam")
     with pytest.raises(ServiceError, match="ProtectHome"):

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.log import JournalFormatter, stream_is_journal, syslog_priority
+from segcam.log import JournalFormatter, stream_is_journal, syslog_priority
 
 REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = """
 import logging
-from app.log import setup_logging
+from segcam.log import setup_logging
 setup_logging("debug")
 log = logging.getLogger("segcam.test")
 log.debug("dbg")

@@ -133,7 +133,7 @@ def _start(
         PYTHONUNBUFFERED="1",
     )
     env.pop("WATCHDOG_PID", None)
-    cmd = [sys.executable, "-m", "app", "run", "--config", str(config), "--input", input_uri]
+    cmd = [sys.executable, "-m", "segcam", "run", "--config", str(config), "--input", input_uri]
     cmd += ["--output", "none"]
     if stats is not None:
         cmd += ["--stats-json", str(stats)]

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_config
-from app.reload import (
+from segcam.config import load_config
+from segcam.reload import (
     ConfigReloader,
     diff_configs,
     effective_config,
     overrides_from_args,
     plan_reload,
 )
-from app.thermal.governor import ThermalGovernor
-from app.thermal.sample import ThermalSample
+from segcam.thermal.governor import ThermalGovernor
+from segcam.thermal.sample import ThermalSample
 
 BASE = """\
 model:
@@ -48,9 +48,9 @@ def _write(path: Path, model: Path, extra: str = "") -> Path:
 
 @pytest.fixture()
 def runner_and_governor(tmp_path: Path, selfie_onnx: Path):
-    from app.pipeline.assemble import open_backend
-    from app.pipeline.runner import Runner
-    from app.sources import open_source
+    from segcam.pipeline.assemble import open_backend
+    from segcam.pipeline.runner import Runner
+    from segcam.sources import open_source
 
     path = _write(tmp_path / "config.yaml", selfie_onnx)
     cfg = load_config(path)

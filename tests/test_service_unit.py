@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.service_install import packaged_unit_text, render_unit
+from segcam.service_install import packaged_unit_text, render_unit
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "segcam.service"

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app.config import InputConfig, ReconnectConfig
-from app.demo_scene import DemoScene
-from app.errors import SourceError
-from app.sources import (
+from segcam.config import InputConfig, ReconnectConfig
+from segcam.demo_scene import DemoScene
+from segcam.errors import SourceError
+from segcam.sources import (
     CaptureSource,
     DemoSource,
     ImageSource,

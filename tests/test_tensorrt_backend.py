@@ -20,14 +20,14 @@ from fake_tensorrt import HostMemory, host_array
 from fake_tensorrt import module as fake_module
 from fake_tensorrt.helpers import dynamic_profile, dynamic_two_output_onnx, fake_gpu
 
-from app.errors import BackendError, EngineError
-from app.inference.engine_build import BuildOptions, build_engine, inspect_engine, parse_shape
-from app.inference.engine_meta import read_sidecar, sidecar_path
-from app.inference.onnxruntime import OnnxRuntimeBackend
-from app.inference.postprocess import to_probability
-from app.inference.preprocess import preprocess
-from app.inference.profile import load_profile
-from app.inference.tensorrt import TensorRTBackend
+from segcam.errors import BackendError, EngineError
+from segcam.inference.engine_build import BuildOptions, build_engine, inspect_engine, parse_shape
+from segcam.inference.engine_meta import read_sidecar, sidecar_path
+from segcam.inference.onnxruntime import OnnxRuntimeBackend
+from segcam.inference.postprocess import to_probability
+from segcam.inference.preprocess import preprocess
+from segcam.inference.profile import load_profile
+from segcam.inference.tensorrt import TensorRTBackend
 
 VERSIONS = ["8.5.2.2", "10.3.0"]
 

@@ -1,7 +1,7 @@
 """``segcam engine build / inspect / list`` through the ``tensorrt`` stand-in.
 
 TensorRT and a GPU do not exist here: ``tests/fake_tensorrt`` (a TEST DOUBLE running the
-ONNX with ONNX Runtime) plays ``tensorrt`` and ``app.gpu.probe`` reports an 'Orin'.
+ONNX with ONNX Runtime) plays ``tensorrt`` and ``segcam.gpu.probe`` reports an 'Orin'.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import pytest
 from fake_tensorrt import module as fake_module
 from fake_tensorrt.helpers import fake_gpu
 
-import app.gpu
-from app.cli import main
-from app.inference.engine_meta import read_sidecar
+import segcam.gpu
+from segcam.cli import main
+from segcam.inference.engine_meta import read_sidecar
 
 
 @pytest.fixture
 def device(monkeypatch: pytest.MonkeyPatch) -> Any:
     mod = fake_module("10.3.0")
     monkeypatch.setitem(sys.modules, "tensorrt", mod)
-    monkeypatch.setattr(app.gpu, "probe", lambda *a: (fake_gpu(), "fake Orin (test)"))
+    monkeypatch.setattr(segcam.gpu, "probe", lambda *a: (fake_gpu(), "fake Orin (test)"))
     return mod
 
 
@@ -64,7 +64,7 @@ def test_inspect_reports_a_misfit(
     assert main(["engine", "build", "--onnx", str(selfie_onnx), "--out-dir", str(out)]) == 0
     capsys.readouterr()
     engine = out / "mediapipe-selfie.fp16.trt10.3.sm87.engine"
-    monkeypatch.setattr(app.gpu, "probe", lambda *a: (fake_gpu("Xavier", (7, 2)), "fake Xavier"))
+    monkeypatch.setattr(segcam.gpu, "probe", lambda *a: (fake_gpu("Xavier", (7, 2)), "fake Xavier"))
     assert main(["engine", "inspect", str(engine), "--check"]) == 1
     err = capsys.readouterr().err
     assert "fits here:    NO: built for SM 87, this GPU is SM 72" in err

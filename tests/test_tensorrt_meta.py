@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import EngineError
-from app.inference.engine_meta import (
+from segcam.errors import EngineError
+from segcam.inference.engine_meta import (
     EngineMeta,
     Mismatch,
     RuntimeFacts,

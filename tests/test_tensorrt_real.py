@@ -17,7 +17,7 @@ from typing import Any, Tuple
 import numpy as np
 import pytest
 
-from app.inference.profile import load_profile
+from segcam.inference.profile import load_profile
 
 pytestmark = pytest.mark.tensorrt
 
@@ -32,7 +32,7 @@ def _real_tensorrt() -> Tuple[Any, Any]:
         pytest.skip(f"TensorRT is not installed ({exc}); on JetPack: python3-libnvinfer")
     if getattr(tensorrt, "IS_FAKE", False):
         pytest.skip("the tensorrt module is the test stand-in, not TensorRT")
-    from app.gpu import probe
+    from segcam.gpu import probe
 
     gpu, why = probe()
     if gpu is None:
@@ -41,7 +41,7 @@ def _real_tensorrt() -> Tuple[Any, Any]:
 
 
 def _build(onnx: Path, out: Path, **kw: Any) -> Any:
-    from app.inference.engine_build import BuildOptions, build_engine
+    from segcam.inference.engine_build import BuildOptions, build_engine
 
     profile = load_profile("mediapipe-selfie")
     return build_engine(BuildOptions(onnx_path=onnx, profile=profile, out_dir=out, **kw))
@@ -52,10 +52,10 @@ def test_fp16_engine_matches_onnxruntime(
     selfie_onnx: Path, portrait_bgr: np.ndarray, tmp_path: Path
 ) -> None:
     trt, gpu = _real_tensorrt()
-    from app.inference.onnxruntime import OnnxRuntimeBackend
-    from app.inference.postprocess import to_probability
-    from app.inference.preprocess import preprocess
-    from app.inference.tensorrt import TensorRTBackend
+    from segcam.inference.onnxruntime import OnnxRuntimeBackend
+    from segcam.inference.postprocess import to_probability
+    from segcam.inference.preprocess import preprocess
+    from segcam.inference.tensorrt import TensorRTBackend
 
     profile = load_profile("mediapipe-selfie")
     path, meta = _build(selfie_onnx, tmp_path)
@@ -76,9 +76,9 @@ def test_fp16_engine_matches_onnxruntime(
 @pytest.mark.slow
 def test_infer_device_on_a_stream_equals_infer(selfie_onnx: Path, tmp_path: Path) -> None:
     _real_tensorrt()
-    from app.gpu.device import GpuContext
-    from app.gpu.memory import DeviceBuffer, Stream
-    from app.inference.tensorrt import TensorRTBackend
+    from segcam.gpu.device import GpuContext
+    from segcam.gpu.memory import DeviceBuffer, Stream
+    from segcam.inference.tensorrt import TensorRTBackend
 
     profile = load_profile("mediapipe-selfie")
     path, meta = _build(selfie_onnx, tmp_path, io_fp16=True)
@@ -122,8 +122,8 @@ def test_build_engine_sh_with_real_trtexec(selfie_onnx: Path, tmp_path: Path) ->
         timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    from app.config import load_config
-    from app.inference.select import select_backend
+    from segcam.config import load_config
+    from segcam.inference.select import select_backend
 
     cfg = load_config(None, [f"inference.engine_dir={tmp_path}", "inference.require_tensorrt=true"])
     backend, reason = select_backend(cfg, load_profile("mediapipe-selfie"), selfie_onnx)

@@ -2,7 +2,7 @@
 
 TensorRT and a GPU do not exist here: the tests install the ``tensorrt`` stand-in
 (``tests/fake_tensorrt``, a TEST DOUBLE that runs the ONNX with ONNX Runtime), report a
-GPU that is not there through ``app.gpu.probe``, and give the backend host memory in place
+GPU that is not there through ``segcam.gpu.probe``, and give the backend host memory in place
 of CUDA memory. ONNX Runtime, the model, the engine files and sidecars are real.
 """
 
@@ -19,14 +19,14 @@ from fake_tensorrt import HostMemory
 from fake_tensorrt import module as fake_module
 from fake_tensorrt.helpers import fake_gpu
 
-import app.gpu
-import app.inference.tensorrt as trt_backend
-from app.cli import main
-from app.config import load_config
-from app.errors import EngineError
-from app.inference.engine_build import BuildOptions, build_engine
-from app.inference.profile import load_profile
-from app.inference.select import select_backend
+import segcam.gpu
+import segcam.inference.tensorrt as trt_backend
+from segcam.cli import main
+from segcam.config import load_config
+from segcam.errors import EngineError
+from segcam.inference.engine_build import BuildOptions, build_engine
+from segcam.inference.profile import load_profile
+from segcam.inference.select import select_backend
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def device(monkeypatch: pytest.MonkeyPatch) -> Any:
     """TensorRT 10.3 stand-in + an 'Orin' GPU + host memory in place of CUDA memory."""
     mod = fake_module("10.3.0")
     monkeypatch.setitem(sys.modules, "tensorrt", mod)
-    monkeypatch.setattr(app.gpu, "probe", lambda *a: (fake_gpu(), "fake Orin (test)"))
+    monkeypatch.setattr(segcam.gpu, "probe", lambda *a: (fake_gpu(), "fake Orin (test)"))
     monkeypatch.setattr(trt_backend, "CudaMemory", HostMemory)
     return mod
 
@@ -93,7 +93,7 @@ def test_no_tensorrt_means_onnxruntime_quietly(
 def test_no_gpu_means_onnxruntime(
     device: Any, monkeypatch: Any, model: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(app.gpu, "probe", lambda *a: (None, "no usable GPU: no CUDA device"))
+    monkeypatch.setattr(segcam.gpu, "probe", lambda *a: (None, "no usable GPU: no CUDA device"))
     backend, reason = select_backend(_cfg(tmp_path), load_profile("mediapipe-selfie"), model)
     backend.close()
     assert backend.name == "onnxruntime"
@@ -237,7 +237,7 @@ def test_segcam_run_uses_a_matching_engine(
 def test_gpu_failure_while_loading_falls_back(
     device: Any, monkeypatch: Any, model: Path, tmp_path: Path, caplog: Any
 ) -> None:
-    from app.errors import GpuError
+    from segcam.errors import GpuError
 
     def no_memory() -> Any:
         raise GpuError("cuMemAlloc failed: CUDA_ERROR_OUT_OF_MEMORY", "free GPU memory")

@@ -18,13 +18,13 @@ from typing import Any, List, Optional, Tuple
 import pytest
 from thermal_tree import add_zone, orin_tree, set_all, set_temp
 
-from app.config import ThermalThresholds, load_config
-from app.errors import ThermalError
-from app.pipeline.knobs import Knobs, KnobValues
-from app.thermal.governor import SensorTimeout, ThermalGovernor, TimedReader
-from app.thermal.nvpmodel import query_nvpmodel, request_nvpmodel
-from app.thermal.policy import STATES, next_state
-from app.thermal.sample import ThermalSample
+from segcam.config import ThermalThresholds, load_config
+from segcam.errors import ThermalError
+from segcam.pipeline.knobs import Knobs, KnobValues
+from segcam.thermal.governor import SensorTimeout, ThermalGovernor, TimedReader
+from segcam.thermal.nvpmodel import query_nvpmodel, request_nvpmodel
+from segcam.thermal.policy import STATES, next_state
+from segcam.thermal.sample import ThermalSample
 
 T = ThermalThresholds(warm=70.0, hot=80.0, critical=90.0)
 

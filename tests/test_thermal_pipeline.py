@@ -15,10 +15,10 @@ from typing import Any, Dict, List
 import pytest
 from thermal_tree import orin_tree, set_all
 
-from app.config import load_config
-from app.thermal import ThermalGovernor
+from segcam.config import load_config
+from segcam.thermal import ThermalGovernor
 
-pytest.importorskip("app.pipeline.runner", reason="the pipeline runner is not in this tree yet")
+pytest.importorskip("segcam.pipeline.runner", reason="the pipeline runner is not in this tree yet")
 
 
 class Collect:
@@ -54,10 +54,10 @@ class Collect:
 
 
 def _run(tmp_path: Path, selfie_onnx: Path, celsius: float, frames: int, *sets: str):
-    from app.inference.onnxruntime import OnnxRuntimeBackend
-    from app.inference.profile import load_profile
-    from app.pipeline.runner import Runner
-    from app.sources import open_source
+    from segcam.inference.onnxruntime import OnnxRuntimeBackend
+    from segcam.inference.profile import load_profile
+    from segcam.pipeline.runner import Runner
+    from segcam.sources import open_source
 
     orin_tree(tmp_path, 40.0)
     set_all(tmp_path, celsius)
@@ -145,10 +145,10 @@ def test_hot_switches_to_the_light_model_and_back(
 ) -> None:
     """hot: the landscape model is built off the hot path, then frames run through it;
     cooling down returns to the main model. Every frame is output throughout."""
-    from app.inference.onnxruntime import OnnxRuntimeBackend
-    from app.inference.profile import load_profile
-    from app.pipeline.runner import Runner
-    from app.sources import open_source
+    from segcam.inference.onnxruntime import OnnxRuntimeBackend
+    from segcam.inference.profile import load_profile
+    from segcam.pipeline.runner import Runner
+    from segcam.sources import open_source
 
     orin_tree(tmp_path, 83.0)
     cfg = load_config(
@@ -214,12 +214,12 @@ def test_hot_switches_to_the_light_model_and_back(
 
 def test_transition_is_published_on_the_telemetry_topic(tmp_path: Path, selfie_onnx: Path) -> None:
     """A real ZeroMQ subscriber on loopback sees the governor's state and last transition."""
-    from app.inference.onnxruntime import OnnxRuntimeBackend
-    from app.inference.profile import load_profile
-    from app.outputs import build_sinks
-    from app.pipeline.runner import Runner
-    from app.publish.subscriber import MaskSubscriber
-    from app.sources import open_source
+    from segcam.inference.onnxruntime import OnnxRuntimeBackend
+    from segcam.inference.profile import load_profile
+    from segcam.outputs import build_sinks
+    from segcam.pipeline.runner import Runner
+    from segcam.publish.subscriber import MaskSubscriber
+    from segcam.sources import open_source
 
     orin_tree(tmp_path, 74.0)
     cfg = load_config(

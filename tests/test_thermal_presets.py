@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import configs_dir, load_config
-from app.inference.profile import load_profile
+from segcam.config import configs_dir, load_config
+from segcam.inference.profile import load_profile
 
 PRESETS = sorted((configs_dir() / "devices").glob("*.yaml"))
 # Where the hardware steps in (docs/thermal.md): Orin software throttling at about 99 C,

@@ -18,12 +18,12 @@ from typing import Optional
 import pytest
 from thermal_tree import add_hwmon, add_zone, orin_tree
 
-from app.config import load_config
-from app.errors import ThermalError
-from app.thermal.jtop_sensor import JtopSensor, explain_jtop_failure
-from app.thermal.sample import ThermalSample
-from app.thermal.sensors import open_sensor
-from app.thermal.sysfs import SysfsSensor
+from segcam.config import load_config
+from segcam.errors import ThermalError
+from segcam.thermal.jtop_sensor import JtopSensor, explain_jtop_failure
+from segcam.thermal.sample import ThermalSample
+from segcam.thermal.sensors import open_sensor
+from segcam.thermal.sysfs import SysfsSensor
 
 # ----------------------------------------------------------------------------- sysfs
 

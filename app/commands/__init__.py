@@ -1,11 +1,11 @@
-"""Subcommands of ``segcam``; see :mod:`app.cli` for the contract each module follows."""
+"""Subcommands of ``segcam``; see :mod:`segcam.cli` for the contract each module follows."""
 
 from __future__ import annotations
 
 import argparse
 
-from app.config import Config, load_config
-from app.log import setup_logging
+from segcam.config import Config, load_config
+from segcam.log import setup_logging
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

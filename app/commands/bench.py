@@ -17,8 +17,8 @@ import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from app.commands import add_config_options, config_from_args
-from app.errors import UsageError
+from segcam.commands import add_config_options, config_from_args
+from segcam.errors import UsageError
 
 HELP = "measure sequential vs pipelined throughput and per-stage latency"
 
@@ -138,11 +138,11 @@ def run_bench(
     With GPU stages the result also carries how often their CUDA work overlapped, and
     with ``plot_path`` their timeline is drawn next to it (``<stem>.timeline.png``).
     """
-    from app.pipeline.assemble import open_backend
-    from app.pipeline.runner import Runner
-    from app.pipeline.sequential import run_sequential
-    from app.pipeline.stages import build_stages
-    from app.sources import open_source
+    from segcam.pipeline.assemble import open_backend
+    from segcam.pipeline.runner import Runner
+    from segcam.pipeline.sequential import run_sequential
+    from segcam.pipeline.stages import build_stages
+    from segcam.sources import open_source
 
     backend, reason = open_backend(cfg)
     try:
@@ -226,7 +226,7 @@ def _gpu_timeline(stages: Any, plot_path: Optional[str]) -> Dict[str, Any]:
     if plot_path:
         from pathlib import Path
 
-        from app.gpu.timeline import plot_stage_timeline
+        from segcam.gpu.timeline import plot_stage_timeline
 
         written = plot_stage_timeline(stages, Path(plot_path), "segcam bench: GPU stage timeline")
         if written is not None:
@@ -324,10 +324,10 @@ def plot(result: Dict[str, Any], path: str) -> None:
 
 def _model_only(cfg: Any, args: argparse.Namespace) -> int:
     try:
-        from app.models.bench import run_model_bench
+        from segcam.models.bench import run_model_bench
     except ImportError:
         raise UsageError(
-            "--model-only needs app.models.bench, which this build does not have",
+            "--model-only needs segcam.models.bench, which this build does not have",
             "run segcam bench without --model-only",
         ) from None
     result = run_model_bench(cfg, frames=args.frames, as_json=args.json)

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from app.commands import add_config_options, config_from_args
-from app.errors import UsageError
+from segcam.commands import add_config_options, config_from_args
+from segcam.errors import UsageError
 
 HELP = "run the full pipeline on a synthetic demo scene; writes a video and a contact sheet"
 
@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``segcam demo``."""
-    from app.commands.run import build_extensions, build_hup_handler, run_pipeline
-    from app.outputs import ContactSheetSink, display_available
+    from segcam.commands.run import build_extensions, build_hup_handler, run_pipeline
+    from segcam.outputs import ContactSheetSink, display_available
 
     if args.seconds <= 0:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
@@ -89,7 +89,7 @@ def _truth_of(cfg: Any) -> Callable[[int], Any]:
 
     Only without pacing: then capture takes every frame the scene renders, in order.
     """
-    from app.demo_scene import DemoScene
+    from segcam.demo_scene import DemoScene
 
     scene = DemoScene(cfg.input.width, cfg.input.height, cfg.input.fps)
     return lambda i: scene.render(i)[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.commands import add_config_options, config_from_args
+from segcam.commands import add_config_options, config_from_args
 
 HELP = "check this device: Jetson, CUDA, TensorRT, ONNX Runtime, cameras, thermals, model"
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every check; exit 1 if any FAILed (something that stops `segcam run`)."""
-    from app.doctor import DoctorContext, exit_code, format_report, run_checks, to_json
+    from segcam.doctor import DoctorContext, exit_code, format_report, run_checks, to_json
 
     cfg = config_from_args(args)
     ctx = DoctorContext(cfg=cfg, root=Path(args.root))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from app.commands import add_config_options, config_from_args
+from segcam.commands import add_config_options, config_from_args
 
 HELP = "build a TensorRT engine on this device (minutes), inspect or list engines"
 
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from app.inference.engine_build import BuildOptions, build_engine, parse_shape
-    from app.inference.profile import load_profile
+    from segcam.inference.engine_build import BuildOptions, build_engine, parse_shape
+    from segcam.inference.profile import load_profile
 
     cfg = config_from_args(args)
     if args.profile:
@@ -103,7 +103,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.onnx:
         onnx = Path(args.onnx).expanduser()
     else:
-        from app.pipeline.assemble import resolve_model
+        from segcam.pipeline.assemble import resolve_model
 
         onnx = resolve_model(cfg)[1]
     opts = BuildOptions(
@@ -134,13 +134,13 @@ def _build(args: argparse.Namespace) -> int:
 
 def _current_facts(onnx: Optional[Path]) -> Tuple[Any, str]:
     """(RuntimeFacts of this machine or None, why not) without raising."""
-    from app.inference.engine_meta import RuntimeFacts, sha256_file, sm_string
+    from segcam.inference.engine_meta import RuntimeFacts, sha256_file, sm_string
 
     try:
         import tensorrt as trt  # noqa: PLC0415 - optional
     except ImportError:
         return None, "TensorRT not installed here"
-    from app.gpu import probe
+    from segcam.gpu import probe
 
     gpu, why = probe()
     if gpu is None:
@@ -157,8 +157,8 @@ def _current_facts(onnx: Optional[Path]) -> Tuple[Any, str]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from app.errors import EngineError
-    from app.inference.engine_meta import compare, describe, format_meta, read_sidecar
+    from segcam.errors import EngineError
+    from segcam.inference.engine_meta import compare, describe, format_meta, read_sidecar
 
     path = Path(args.file).expanduser()
     if not path.is_file():
@@ -178,7 +178,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"fits here:    NO: {describe(problems)}", file=sys.stderr)
         return 1 if args.check else 0
     try:
-        from app.inference.engine_build import inspect_engine
+        from segcam.inference.engine_build import inspect_engine
 
         inputs, outputs = inspect_engine(path)
     except EngineError as exc:
@@ -192,8 +192,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from app.errors import EngineError
-    from app.inference.engine_meta import read_sidecar
+    from segcam.errors import EngineError
+    from segcam.inference.engine_meta import read_sidecar
 
     cfg = config_from_args(args)
     d = Path(args.dir or cfg.inference.engine_dir).expanduser()
@@ -220,7 +220,7 @@ def _list(args: argparse.Namespace) -> int:
 def _onnx_graph(onnx: Path) -> Any:
     import onnx as onnx_lib
 
-    from app.errors import ModelError
+    from segcam.errors import ModelError
 
     try:
         return onnx_lib.load(str(onnx), load_external_data=False).graph
@@ -252,10 +252,10 @@ def _shape_spec(name: str, shape: Tuple[int, ...]) -> str:
 
 def _plan(args: argparse.Namespace) -> int:
     """Print KEY=value lines for build_engine.sh (shapes, names, hashes)."""
-    from app.errors import EngineError
-    from app.inference.engine_build import parse_shape
-    from app.inference.engine_meta import engine_filename, sha256_file, sm_string
-    from app.inference.profile import load_profile
+    from segcam.errors import EngineError
+    from segcam.inference.engine_build import parse_shape
+    from segcam.inference.engine_meta import engine_filename, sha256_file, sm_string
+    from segcam.inference.profile import load_profile
 
     profile = load_profile(args.profile)
     onnx = Path(args.onnx).expanduser()
@@ -290,7 +290,7 @@ def _plan(args: argparse.Namespace) -> int:
     ]
     sm = sm_string(args.sm) if args.sm else ""
     if not sm:
-        from app.gpu import probe
+        from segcam.gpu import probe
 
         gpu, why = probe()
         if gpu is None:
@@ -315,24 +315,24 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _sidecar(args: argparse.Namespace) -> int:
     """Write the sidecar of an engine trtexec just built."""
-    from app import __version__
-    from app.errors import BackendError
-    from app.inference.engine_build import inspect_engine
-    from app.inference.engine_meta import (
+    from segcam import __version__
+    from segcam.errors import BackendError
+    from segcam.inference.engine_build import inspect_engine
+    from segcam.inference.engine_meta import (
         EngineMeta,
         sha256_file,
         sm_string,
         utc_now,
         write_sidecar,
     )
-    from app.inference.profile import load_profile
+    from segcam.inference.profile import load_profile
 
     engine = Path(args.engine)
     onnx = Path(args.onnx)
     profile = load_profile(args.profile)
     device_name = args.device_name
     if not device_name:
-        from app.gpu import probe
+        from segcam.gpu import probe
 
         gpu, _why = probe()
         device_name = gpu.name if gpu is not None else ""
@@ -373,8 +373,8 @@ def _io_from_onnx(
     onnx: Path, profile: Any, args: argparse.Namespace
 ) -> Tuple[List[Any], List[Any]]:
     """Engine I/O as the ONNX declares it (trtexec keeps names, shapes and float32 I/O)."""
-    from app.inference.engine_build import parse_shape
-    from app.inference.engine_meta import TensorMeta
+    from segcam.inference.engine_build import parse_shape
+    from segcam.inference.engine_meta import TensorMeta
 
     want = list(profile.input_shape)
     ins = []

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate one keypair and say where each file goes."""
-    from app.errors import UsageError
-    from app.publish.curve import generate_keypair
+    from segcam.errors import UsageError
+    from segcam.publish.curve import generate_keypair
 
     if getattr(args, "keys_command", None) != "generate":
         raise UsageError("missing action", "use: segcam keys generate [--dir D] [--name N]")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from app.commands import add_config_options
+from segcam.commands import add_config_options
 
 HELP = "fetch/convert the default model, print its path, describe model files"
 
@@ -65,8 +65,8 @@ def _progress(message: str) -> None:
 def _cache_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "cache_dir", None):
         return Path(args.cache_dir).expanduser()
-    from app.commands import config_from_args
-    from app.config import model_cache_dir
+    from segcam.commands import config_from_args
+    from segcam.config import model_cache_dir
 
     return model_cache_dir(config_from_args(args))
 
@@ -74,7 +74,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 def _default_name(args: argparse.Namespace) -> str:
     if args.name:
         return args.name
-    from app.commands import config_from_args
+    from segcam.commands import config_from_args
 
     return config_from_args(args).model.name
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from app.models.registry import ensure_model, list_models
+    from segcam.models.registry import ensure_model, list_models
 
     cache = _cache_dir(args)
     names = [s.name for s in list_models()] if args.all else [_default_name(args)]
@@ -105,11 +105,11 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from app.errors import ModelError
-    from app.fileio import write_atomic
-    from app.models.convert import convert_file
-    from app.models.registry import onnx_file, spec_for_sha256, tflite_file
-    from app.models.sidecar import sha256_file
+    from segcam.errors import ModelError
+    from segcam.fileio import write_atomic
+    from segcam.models.convert import convert_file
+    from segcam.models.registry import onnx_file, spec_for_sha256, tflite_file
+    from segcam.models.sidecar import sha256_file
 
     src = Path(args.file).expanduser()
     if not src.is_file():
@@ -141,21 +141,21 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
-    from app.models.registry import model_path
+    from segcam.models.registry import model_path
 
     print(model_path(_default_name(args), _cache_dir(args)))
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from app.models.describe import describe, format_description
+    from segcam.models.describe import describe, format_description
 
     print(format_description(describe(Path(args.file).expanduser())))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from app.models.registry import cache_state, list_models
+    from segcam.models.registry import cache_state, list_models
 
     cache = _cache_dir(args)
     print(f"{'NAME':28} {'INPUT':10} {'CACHE':8} DESCRIPTION")

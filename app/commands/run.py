@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
-from app.commands import add_config_options, config_from_args
-from app.errors import OutputError, UsageError
+from segcam.commands import add_config_options, config_from_args
+from segcam.errors import OutputError, UsageError
 
 HELP = "run the pipeline: input -> person mask -> background replacement -> outputs"
 
@@ -42,18 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------ extension hook
 def build_extensions(cfg: Any) -> List[Any]:
-    """Control-plane extensions started beside the pipeline (see app.pipeline.types).
+    """Control-plane extensions started beside the pipeline (see segcam.pipeline.types).
 
     Owners add theirs here, each guarded so that a missing optional piece only logs:
-      * THERMAL helper: the thermal governor (app.thermal) when ``cfg.thermal.enabled``;
-      * SERVICE helper: the sd_notify notifier (app.service) when run under systemd.
+      * THERMAL helper: the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
+      * SERVICE helper: the sd_notify notifier (segcam.service) when run under systemd.
     """
     extensions: List[Any] = []
     if cfg.thermal.enabled:
-        from app.thermal import ThermalGovernor
+        from segcam.thermal import ThermalGovernor
 
         extensions.append(ThermalGovernor(cfg))
-    from app.service import build_notifier
+    from segcam.service import build_notifier
 
     notifier = build_notifier(cfg)  # None outside systemd (no NOTIFY_SOCKET)
     if notifier is not None:
@@ -62,11 +62,11 @@ def build_extensions(cfg: Any) -> List[Any]:
 
 
 def build_hup_handler(cfg: Any, args: Optional[argparse.Namespace] = None) -> Optional[HupHandler]:
-    """What SIGHUP does: ``handler(runner)`` re-reads the config (app.reload).
+    """What SIGHUP does: ``handler(runner)`` re-reads the config (segcam.reload).
 
     ``args`` carries the command line's --set/--input/--output, re-applied on reload.
     """
-    from app.reload import build_hup_handler as reload_handler
+    from segcam.reload import build_hup_handler as reload_handler
 
     return reload_handler(cfg, args)
 
@@ -137,11 +137,11 @@ def run_pipeline(
     raises a SegcamError before any thread starts. A pipeline error is raised after the
     orderly stop, the summary and the stats file.
     """
-    from app.outputs import build_sinks
-    from app.pipeline.assemble import open_backend, preflight_sinks
-    from app.pipeline.metrics import summary_table
-    from app.pipeline.runner import Runner
-    from app.sources import open_source
+    from segcam.outputs import build_sinks
+    from segcam.pipeline.assemble import open_backend, preflight_sinks
+    from segcam.pipeline.metrics import summary_table
+    from segcam.pipeline.runner import Runner
+    from segcam.sources import open_source
 
     if stats_json:
         _check_stats_path(stats_json)
@@ -185,7 +185,7 @@ def _check_stats_path(path: str) -> None:
 
 
 def _write_stats(path: str, runner: Any, status: Any) -> None:
-    from app.config import config_to_dict
+    from segcam.config import config_to_dict
 
     out = dict(status)
     out["stop_reason"] = runner.stop_reason

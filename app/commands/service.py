@@ -55,7 +55,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to install / uninstall / status."""
-    from app import service_install as si
+    from segcam import service_install as si
 
     if args.action == "status":
         return _status(si)

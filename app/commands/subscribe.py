@@ -146,8 +146,8 @@ def _save(directory: Path, msg: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Subscribe and report until Ctrl-C, --count, or --timeout."""
-    from app.errors import PublishError, UsageError
-    from app.publish.subscriber import MaskSubscriber
+    from segcam.errors import PublishError, UsageError
+    from segcam.publish.subscriber import MaskSubscriber
 
     topics = args.topic or ["mask", "telemetry"]
     if "all" in topics:

@@ -6,6 +6,6 @@ run and why not. Heavy pieces (kernels, stages) load the bindings only when used
 
 from __future__ import annotations
 
-from app.gpu.device import GpuInfo, probe
+from segcam.gpu.device import GpuInfo, probe
 
 __all__ = ["GpuInfo", "probe"]

@@ -34,16 +34,16 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from app.gpu.memory import DeviceBuffer, PinnedBuffer, Stream
-from app.gpu.nvrtc import Module
-from app.gpu.preprocess import linear_positions, resize_tables
+from segcam.gpu.memory import DeviceBuffer, PinnedBuffer, Stream
+from segcam.gpu.nvrtc import Module
+from segcam.gpu.preprocess import linear_positions, resize_tables
 
 log = logging.getLogger("segcam.gpu")
 
 BLOCK = (32, 8, 1)
 TILE = (128, 8)  # pixels per composite block (4 per thread along x)
 BLUR_RMAX = 16  # Gaussian radius blur_small_u8 holds in shared memory
-RMAX = 6  # feather radius handled in the fused kernel (app.refine.FULL_RES_FEATHER_MAX)
+RMAX = 6  # feather radius handled in the fused kernel (segcam.refine.FULL_RES_FEATHER_MAX)
 BG_COLOR, BG_IMAGE, BG_SMALL, BG_NONE = 0, 1, 2, 3
 MR_T = 256  # mask-row blocks (prep_step, prep_blur): output columns per block
 RPB = 8  # model rows per mask-row block
@@ -59,7 +59,7 @@ def float_linear_coeffs(
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """cv2.resize INTER_LINEAR coefficients for float images: (i0, i1, w0, w1), float32.
 
-    As for uint8 (see :func:`app.gpu.preprocess.linear_coeffs`) but the weights stay
+    As for uint8 (see :func:`segcam.gpu.preprocess.linear_coeffs`) but the weights stay
     float: ``w0 = 1 - fx``, ``w1 = fx``. The position is kept in double precision as
     OpenCV 5 does (OpenCV 4 rounds it to float first: up to ~1e-5 apart on a mask).
     """
@@ -112,7 +112,7 @@ def gaussian_fixed_weights(k: int) -> np.ndarray:
 
 
 def feather_weights(radius: int) -> np.ndarray:
-    """Float32 taps of app.refine's feather: Gaussian, ksize 2r+1, sigma r/2."""
+    """Float32 taps of segcam.refine's feather: Gaussian, ksize 2r+1, sigma r/2."""
     return cv2.getGaussianKernel(2 * radius + 1, radius / 2.0, ktype=cv2.CV_32F).ravel()
 
 
@@ -174,8 +174,8 @@ def emulate_soft_mask(low: np.ndarray, w: int, h: int, radius: int) -> np.ndarra
 
 
 def blur_plan(strength: int) -> Tuple[int, int]:
-    """(downscale factor, kernel size) of app.compose's blur background."""
-    from app.compose import blur_plan as cpu_blur_plan
+    """(downscale factor, kernel size) of segcam.compose's blur background."""
+    from segcam.compose import blur_plan as cpu_blur_plan
 
     return cpu_blur_plan(int(strength))
 
@@ -224,7 +224,7 @@ class GpuCompositor:
     """Refine + composite on the GPU for one pipeline (one stream, not thread-safe)."""
 
     def __init__(self, module: Module, refine_cfg: Any, background_cfg: Any) -> None:
-        from app.compose import Compositor
+        from segcam.compose import Compositor
 
         self.refine_cfg = refine_cfg
         # The CPU compositor owns background settings: knob changes, image/video loading,
@@ -473,7 +473,7 @@ class GpuCompositor:
         composes with an all-background mask (paused, pause_mode background). Returns
         True when the caller must draw the overlay visualisation on the CPU instead.
         """
-        from app.refine import MaskRefiner, params_from
+        from segcam.refine import MaskRefiner, params_from
 
         self.cpu.follow_knobs(knobs)  # the CPU compositor owns the background settings
         p = params_from(self.refine_cfg, knobs)

@@ -4,7 +4,7 @@ cuda-python changed layout across versions: 12.6+ and 13.x have
 ``from cuda.bindings import driver, nvrtc``; 11.x and 12.x up to 12.5 (the only choice on
 JetPack 5 / Python 3.8) have ``from cuda import cuda, nvrtc``; 13.x removed the old names.
 Every binding returns ``(status, *values)``; :func:`call` checks the status and raises
-:class:`~app.errors.GpuError` naming the CUDA error, so no caller ever ignores one.
+:class:`~segcam.errors.GpuError` naming the CUDA error, so no caller ever ignores one.
 
 segcam uses the driver API only, on the device's *primary* context, which the CUDA runtime
 (and so TensorRT and ONNX Runtime's CUDA provider) shares.
@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from app.errors import GpuError
+from segcam.errors import GpuError
 
 INSTALL_HINT = "pip install segcam[gpu] (cuda-python matching your CUDA driver)"
 # cuda-python releases before this hold the GIL during every binding call.

@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from app.errors import GpuError
-from app.gpu import cuda_api
-from app.gpu.cuda_api import call
+from segcam.errors import GpuError
+from segcam.gpu import cuda_api
+from segcam.gpu.cuda_api import call
 
 
 @dataclass(frozen=True)

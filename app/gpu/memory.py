@@ -19,9 +19,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from app.errors import GpuError
-from app.gpu import cuda_api
-from app.gpu.cuda_api import call
+from segcam.errors import GpuError
+from segcam.gpu import cuda_api
+from segcam.gpu.cuda_api import call
 
 
 class Ledger:

@@ -4,7 +4,7 @@ A kernel file is compiled for the exact SM of the device (``--gpu-architecture=s
 machine code via ``nvrtcGetCUBIN``: no PTX JIT at load time) and stored under
 ``<cache>/kernels/`` with a name keyed by the source hash, the SM, the NVRTC version and
 the options, so an edited kernel, another GPU or another CUDA never reuses a stale binary.
-A compile error raises :class:`~app.errors.GpuError` carrying NVRTC's log.
+A compile error raises :class:`~segcam.errors.GpuError` carrying NVRTC's log.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from app.errors import GpuError
-from app.fileio import write_atomic
-from app.gpu import cuda_api
-from app.gpu.cuda_api import call
-from app.gpu.memory import LEDGER
+from segcam.errors import GpuError
+from segcam.fileio import write_atomic
+from segcam.gpu import cuda_api
+from segcam.gpu.cuda_api import call
+from segcam.gpu.memory import LEDGER
 
 log = logging.getLogger("segcam.gpu")
 
@@ -66,7 +66,7 @@ def cubin_path(
 
 def default_cache_dir() -> Path:
     """The kernel cache root: the model cache ($SEGCAM_CACHE or ~/.cache/segcam)."""
-    from app.config import default_cache_dir as model_cache
+    from segcam.config import default_cache_dir as model_cache
 
     return model_cache()
 
@@ -121,7 +121,7 @@ class Kernel:
         args: Sequence[Any],
         shared_bytes: int = 0,
     ) -> None:
-        """Enqueue the kernel on ``stream`` (a :class:`~app.gpu.memory.Stream`).
+        """Enqueue the kernel on ``stream`` (a :class:`~segcam.gpu.memory.Stream`).
 
         ``args`` are ctypes scalars in the kernel's parameter order (pointers as
         ``ctypes.c_uint64``); cuLaunchKernel copies them before returning.

@@ -2,7 +2,7 @@
 
 The kernel does resize + colour order + normalisation + layout + dtype in one pass and
 writes straight into the model's input buffer. It matches the CPU reference
-(:mod:`app.inference.preprocess`, ``cv2.resize`` INTER_LINEAR on uint8) bit for bit before
+(:mod:`segcam.inference.preprocess`, ``cv2.resize`` INTER_LINEAR on uint8) bit for bit before
 normalisation, because the sample positions and 11-bit fixed-point weights are computed
 here on the host exactly as OpenCV computes them, and the kernel repeats OpenCV's integer
 arithmetic. :func:`emulate_resize_u8` is the same arithmetic in numpy: the CPU tests check
@@ -16,8 +16,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from app.gpu.memory import DeviceBuffer, Stream
-from app.gpu.nvrtc import Module
+from segcam.gpu.memory import DeviceBuffer, Stream
+from segcam.gpu.nvrtc import Module
 
 COEF_BITS = 11
 COEF_SCALE = 1 << COEF_BITS

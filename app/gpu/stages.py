@@ -1,6 +1,6 @@
 """GPU implementations of the pipeline's swappable stages (preprocess, infer, composite).
 
-``build_gpu_stages(cfg, backend, profile, info)`` is the hook app.pipeline.stages calls;
+``build_gpu_stages(cfg, backend, profile, info)`` is the hook segcam.pipeline.stages calls;
 the same runner drives these stages and the CPU ones. What makes them fast:
 
 * **One stream per stage, events between.** Each stage records a start and an end event
@@ -17,7 +17,7 @@ the same runner drives these stages and the CPU ones. What makes them fast:
   reads and writes device buffers on the infer stream; otherwise the tensor is copied to
   pinned host memory and ``backend.infer`` runs on the host.
 
-Every frame's stage spans go to a :class:`~app.gpu.timeline.Timeline`
+Every frame's stage spans go to a :class:`~segcam.gpu.timeline.Timeline`
 (``StageSet.info["timeline"]``), which ``segcam bench --plot`` can draw.
 """
 
@@ -30,15 +30,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from app.errors import GpuError
-from app.gpu.composite import GpuCompositor
-from app.gpu.device import GpuContext, GpuInfo
-from app.gpu.memory import LEDGER, DeviceBuffer, Event, PinnedBuffer, Stream
-from app.gpu.nvrtc import load_module
-from app.gpu.preprocess import GpuPreprocessor
-from app.gpu.timeline import STAGES, EventClock, Span, Timeline
-from app.pipeline.slots import FrameSlot
-from app.pipeline.stages import InferStage, Stage, StageSet
+from segcam.errors import GpuError
+from segcam.gpu.composite import GpuCompositor
+from segcam.gpu.device import GpuContext, GpuInfo
+from segcam.gpu.memory import LEDGER, DeviceBuffer, Event, PinnedBuffer, Stream
+from segcam.gpu.nvrtc import load_module
+from segcam.gpu.preprocess import GpuPreprocessor
+from segcam.gpu.timeline import STAGES, EventClock, Span, Timeline
+from segcam.pipeline.slots import FrameSlot
+from segcam.pipeline.stages import InferStage, Stage, StageSet
 
 log = logging.getLogger("segcam.gpu")
 
@@ -112,7 +112,7 @@ class GpuPipeline:
     """What the three GPU stages share: context, streams, kernels, slot resources, timeline."""
 
     def __init__(self, cfg: Any, backend: Any, profile: Any, info: GpuInfo) -> None:
-        from app.config import model_cache_dir
+        from segcam.config import model_cache_dir
 
         self.cfg = cfg
         self.profile = profile
@@ -303,7 +303,7 @@ class GpuComposite(Stage):
     name = "composite"
 
     def __init__(self, gp: GpuPipeline) -> None:
-        from app.inference.postprocess import to_probability
+        from segcam.inference.postprocess import to_probability
 
         self.gp = gp
         self._to_probability = to_probability
@@ -342,7 +342,7 @@ class GpuComposite(Stage):
 
     def process(self, slot: FrameSlot) -> None:
         """Write ``slot.mask`` and ``slot.composite`` (host views of pinned buffers)."""
-        from app.refine import params_from
+        from segcam.refine import params_from
 
         gp = self.gp
         gp.ctx.make_current()
@@ -422,7 +422,7 @@ def _single_channel_hw(shape: Tuple[int, ...]) -> Optional[Tuple[int, int]]:
 def build_gpu_stages(cfg: Any, backend: Any, profile: Any, info: Optional[GpuInfo]) -> StageSet:
     """The GPU stage set for the pipeline factory (GpuError if the GPU cannot be used)."""
     if info is None:
-        from app.gpu.device import probe
+        from segcam.gpu.device import probe
 
         info, reason = probe()
         if info is None:

@@ -35,7 +35,7 @@ class EventClock:
     """Maps CUDA events (and host times) onto one millisecond axis."""
 
     def __init__(self, stream: Any) -> None:
-        from app.gpu.memory import Event
+        from segcam.gpu.memory import Event
 
         self.ref = Event(timing=True)
         self.ref.record(stream)

@@ -1,6 +1,6 @@
 """Inference: model profiles, CPU pre/post-processing, backends (ONNX Runtime, TensorRT).
 
-Import what you need from the submodules (``app.inference.profile``, ``.preprocess``,
+Import what you need from the submodules (``segcam.inference.profile``, ``.preprocess``,
 ``.postprocess``, ``.backend``, ``.onnxruntime``, ``.select``); this package imports
 nothing heavy itself.
 """

@@ -1,6 +1,6 @@
 """The Backend protocol that every inference engine (ONNX Runtime, TensorRT) follows.
 
-A backend is built from a :class:`~app.inference.profile.ModelProfile` and a model (ONNX
+A backend is built from a :class:`~segcam.inference.profile.ModelProfile` and a model (ONNX
 file or TensorRT engine). It checks at load time that the model matches the profile and
 then runs one batch-1 inference per call.
 
@@ -10,7 +10,7 @@ Two ways to run:
   shape and dtype; the result is the profile's chosen output, raw (postprocess turns it
   into a probability). With ``out`` the result is written there (no allocation).
 - ``infer_device(in_ptr, out_ptr, stream)``: device pointers (GPU path); only when
-  ``supports_device`` is true, else :class:`~app.errors.BackendError`.
+  ``supports_device`` is true, else :class:`~segcam.errors.BackendError`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import numpy as np
 
-from app.inference.profile import ModelProfile
+from segcam.inference.profile import ModelProfile
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Protocol

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
-from app import __version__
-from app.errors import BackendError, EngineError
-from app.fileio import write_atomic
-from app.inference.engine_meta import (
+from segcam import __version__
+from segcam.errors import BackendError, EngineError
+from segcam.fileio import write_atomic
+from segcam.inference.engine_meta import (
     EngineMeta,
     TensorMeta,
     engine_filename,
@@ -34,8 +34,8 @@ from app.inference.engine_meta import (
     version_tuple,
     write_sidecar,
 )
-from app.inference.profile import ModelProfile
-from app.inference.tensorrt import _make_logger, dims_tuple, import_tensorrt, np_dtype
+from segcam.inference.profile import ModelProfile
+from segcam.inference.tensorrt import _make_logger, dims_tuple, import_tensorrt, np_dtype
 
 log = logging.getLogger("segcam.engine")
 
@@ -170,14 +170,14 @@ def build_engine(
 ) -> Tuple[Path, EngineMeta]:
     """Build, write engine + sidecar + timing cache; return (engine path, sidecar).
 
-    ``gpu`` is an :class:`app.gpu.GpuInfo` (probed if None). Raises EngineError with a
+    ``gpu`` is an :class:`segcam.gpu.GpuInfo` (probed if None). Raises EngineError with a
     hint when the ONNX does not parse, shapes do not fit, or the build fails.
     """
     say = progress or log.info
     trt = import_tensorrt()
     version = str(trt.__version__)
     if gpu is None:
-        from app.gpu import probe
+        from segcam.gpu import probe
 
         gpu, why = probe()
         if gpu is None:

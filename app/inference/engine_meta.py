@@ -10,7 +10,7 @@ a directory never collide.
 
 Before an engine is deserialised, :func:`compare` checks its sidecar against what is
 running now and returns every difference; :func:`check_engine` turns that into one
-:class:`~app.errors.EngineError` whose message says what differs and whose hint is the
+:class:`~segcam.errors.EngineError` whose message says what differs and whose hint is the
 command that rebuilds the engine.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from app.errors import EngineError
-from app.fileio import write_atomic
+from segcam.errors import EngineError
+from segcam.fileio import write_atomic
 
 SCHEMA = 1
 SIDECAR_SUFFIX = ".json"

@@ -8,7 +8,7 @@ a pipeline the other stages need those cores between inferences.
 
 At load the model is checked against the profile (input name, shape, layout, dtype,
 output name/index, output kind) and run once on zeros; any mismatch is a
-:class:`~app.errors.ModelError` that says what the model has and what the profile says.
+:class:`~segcam.errors.ModelError` that says what the model has and what the profile says.
 
 Buffers persist between calls: the chosen output is bound (I/O binding) to a buffer
 allocated once, and the caller's input array is bound in place, so a call copies nothing
@@ -23,10 +23,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from app.errors import BackendError, ModelError
-from app.inference.backend import TensorSpec, describe_specs
-from app.inference.postprocess import to_probability
-from app.inference.profile import ModelProfile
+from segcam.errors import BackendError, ModelError
+from segcam.inference.backend import TensorSpec, describe_specs
+from segcam.inference.postprocess import to_probability
+from segcam.inference.profile import ModelProfile
 
 log = logging.getLogger(__name__)
 

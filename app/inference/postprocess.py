@@ -1,6 +1,6 @@
 """CPU postprocessing: a model's raw output -> person probability, HxW float32 in [0, 1].
 
-The result stays at model resolution; refinement (app.refine) upsamples it. Accepted
+The result stays at model resolution; refinement (segcam.refine) upsamples it. Accepted
 output shapes: ``[1, 1, H, W]``, ``[1, H, W, 1]``, ``[1, H, W]`` and ``[H, W]`` for the
 one-channel kinds; ``[1, C, H, W]`` or ``[1, H, W, C]`` (``class_axis`` says which; also
 without the batch axis) for ``multiclass``.
@@ -21,8 +21,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from app.errors import ModelError
-from app.inference.profile import ModelProfile
+from segcam.errors import ModelError
+from segcam.inference.profile import ModelProfile
 
 
 def _single_channel(output: np.ndarray, profile: ModelProfile) -> np.ndarray:

@@ -30,8 +30,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from app.errors import PipelineError
-from app.inference.profile import ModelProfile
+from segcam.errors import PipelineError
+from segcam.inference.profile import ModelProfile
 
 _local = threading.local()
 

@@ -45,8 +45,8 @@ from typing import List, Literal, Tuple, Union
 
 import numpy as np
 
-from app.config import configs_dir, parse_yaml_dataclass, yaml_key_where
-from app.errors import ConfigError
+from segcam.config import configs_dir, parse_yaml_dataclass, yaml_key_where
+from segcam.errors import ConfigError
 
 Layout = Literal["NCHW", "NHWC"]
 OutputKind = Literal["probability", "logits", "multiclass", "matte"]

@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from app.errors import BackendError
-from app.inference.backend import Backend
-from app.inference.onnxruntime import OnnxRuntimeBackend
-from app.inference.profile import ModelProfile
+from segcam.errors import BackendError
+from segcam.inference.backend import Backend
+from segcam.inference.onnxruntime import OnnxRuntimeBackend
+from segcam.inference.profile import ModelProfile
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _try_tensorrt(
     cfg: Any, profile: ModelProfile, onnx_path: Optional[Path]
 ) -> Tuple[Optional[Backend], str]:
     """TensorRT branch of :func:`select_backend`: engine checks, fallback warning, build."""
-    from app.inference.tensorrt import select_tensorrt
+    from segcam.inference.tensorrt import select_tensorrt
 
     return select_tensorrt(cfg, profile, onnx_path)
 

@@ -9,7 +9,7 @@ Only calls present in both TensorRT 8.5 (JetPack 5.1) and 10.x (JetPack 6) are u
 (binding indices, ``execute_async_v2``, ``get_binding_*``) appears here.
 
 Memory goes through a small seam, :class:`DeviceMemory`: on a GPU it is
-:class:`CudaMemory` (the GPU helper's ``app.gpu`` buffers and streams); the CPU-tier tests
+:class:`CudaMemory` (the GPU helper's ``segcam.gpu`` buffers and streams); the CPU-tier tests
 hand in a host-memory implementation that only works with their TensorRT stand-in.
 
 :func:`select_tensorrt` is the TensorRT branch of backend selection: it checks that
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from app.errors import BackendError, EngineError, GpuError
-from app.inference.backend import TensorSpec, describe_specs
-from app.inference.engine_meta import (
+from segcam.errors import BackendError, EngineError, GpuError
+from segcam.inference.backend import TensorSpec, describe_specs
+from segcam.inference.engine_meta import (
     EngineMeta,
     RuntimeFacts,
     check_engine,
@@ -38,12 +38,12 @@ from app.inference.engine_meta import (
     sha256_file,
     sm_string,
 )
-from app.inference.profile import ModelProfile
+from segcam.inference.profile import ModelProfile
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Protocol
 
-    from app.config import Config
+    from segcam.config import Config
 else:
     try:
         from typing import Protocol
@@ -162,11 +162,11 @@ class DeviceMemory(Protocol):
 
 
 class CudaMemory:
-    """:class:`DeviceMemory` on the GPU helper's ``app.gpu`` buffers, streams and context."""
+    """:class:`DeviceMemory` on the GPU helper's ``segcam.gpu`` buffers, streams and context."""
 
     def __init__(self, device_index: int = 0) -> None:
-        from app.gpu.device import GpuContext
-        from app.gpu.memory import DeviceBuffer, PinnedBuffer, Stream
+        from segcam.gpu.device import GpuContext
+        from segcam.gpu.memory import DeviceBuffer, PinnedBuffer, Stream
 
         self._DeviceBuffer, self._PinnedBuffer, self._Stream = DeviceBuffer, PinnedBuffer, Stream
         self._ctx = GpuContext.acquire(device_index)
@@ -237,7 +237,7 @@ class CudaMemory:
 
 
 class TensorRTBackend:
-    """A TensorRT engine behind the :class:`~app.inference.backend.Backend` protocol.
+    """A TensorRT engine behind the :class:`~segcam.inference.backend.Backend` protocol.
 
     ``infer_device`` enqueues on the caller's stream with the caller's device pointers
     (the GPU pipeline's inference stage); ``infer`` is the host convenience path (own
@@ -619,7 +619,7 @@ def select_tensorrt(
         # Normal on a PC: only a warning when TensorRT was asked for by name.
         return refuse("not installed", exc.hint, quiet=inf.backend == "auto")
     if gpu_probe is None:
-        from app.gpu import probe as gpu_probe  # noqa: PLC0415 - optional GPU stack
+        from segcam.gpu import probe as gpu_probe  # noqa: PLC0415 - optional GPU stack
     gpu, gpu_reason = gpu_probe()
     if gpu is None:
         return refuse(f"GPU unavailable ({gpu_reason})", "TensorRT needs the GPU path", quiet=True)
@@ -630,7 +630,7 @@ def select_tensorrt(
     if not path.is_file() and not inf.engine and inf.build_engine_on_start:
         if onnx is None or not onnx.is_file():
             return refuse(f"no engine at {path} and no ONNX to build one from", rebuild)
-        from app.inference.engine_build import BuildOptions, build_engine  # noqa: PLC0415
+        from segcam.inference.engine_build import BuildOptions, build_engine  # noqa: PLC0415
 
         log.warning("building TensorRT engine %s (inference.build_engine_on_start)", path)
         build_engine(

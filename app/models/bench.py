@@ -140,8 +140,8 @@ def run_model_bench(
     """
     import onnxruntime as ort
 
-    from app.config import default_cache_dir, model_cache_dir
-    from app.models.registry import ensure_model, tflite_file
+    from segcam.config import default_cache_dir, model_cache_dir
+    from segcam.models.registry import ensure_model, tflite_file
 
     if models is not None and hasattr(models, "model"):  # a Config
         cache_dir = cache_dir if cache_dir is not None else model_cache_dir(models)

@@ -6,10 +6,10 @@ import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from app.errors import ModelError
-from app.fileio import write_atomic
-from app.models.sidecar import sha256_bytes, write_sidecar
-from app.models.tflite_onnx import CONVERTER_VERSION, ONNX_IR_VERSION, ONNX_OPSET, convert_tflite
+from segcam.errors import ModelError
+from segcam.fileio import write_atomic
+from segcam.models.sidecar import sha256_bytes, write_sidecar
+from segcam.models.tflite_onnx import CONVERTER_VERSION, ONNX_IR_VERSION, ONNX_OPSET, convert_tflite
 
 Progress = Callable[[str], None]
 

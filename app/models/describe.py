@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List
 
-from app.errors import ModelError
-from app.models.sidecar import read_sidecar, sha256_file
+from segcam.errors import ModelError
+from segcam.models.sidecar import read_sidecar, sha256_file
 
 _ONNX_TYPES = {
     1: "float32",
@@ -81,7 +81,7 @@ def describe(path: Path) -> Dict[str, Any]:
 def _describe_tflite(path: Path) -> Dict[str, Any]:
     import numpy as np
 
-    from app.models.tflite_reader import parse_tflite
+    from segcam.models.tflite_reader import parse_tflite
 
     graph = parse_tflite(path.read_bytes(), path.name)
 

@@ -16,9 +16,9 @@ import zipfile
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from app.errors import FetchError
-from app.fileio import write_atomic
-from app.models.sidecar import sha256_bytes
+from segcam.errors import FetchError
+from segcam.fileio import write_atomic
+from segcam.models.sidecar import sha256_bytes
 
 Progress = Callable[[str], None]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from app.errors import ModelError
-from app.models.sidecar import read_sidecar, sha256_file
-from app.models.tflite_onnx import CONVERTER_VERSION
+from segcam.errors import ModelError
+from segcam.models.sidecar import read_sidecar, sha256_file
+from segcam.models.tflite_onnx import CONVERTER_VERSION
 
 Progress = Callable[[str], None]
 
@@ -192,8 +192,8 @@ def ensure_model(
     verified .tflite if there is one (offline), else download the wheel with pip
     (or read ``wheel``), verify the sha256, convert, and write ONNX + sidecar.
     """
-    from app.models.convert import convert_file
-    from app.models.fetch import fetch_members
+    from segcam.models.convert import convert_file
+    from segcam.models.fetch import fetch_members
 
     spec = get_spec(name)
     cache = Path(cache_dir).expanduser()

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from app.errors import ModelError
-from app.fileio import write_atomic
+from segcam.errors import ModelError
+from segcam.fileio import write_atomic
 
 SIDECAR_FORMAT = "segcam-model/1"
 

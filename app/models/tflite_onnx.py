@@ -11,7 +11,7 @@ DEPTHWISE_CONV_2D, TRANSPOSE_CONV, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, ADD, SUB,
 RELU, RELU6, RELU_N1_TO_1, LOGISTIC, TANH, HARD_SWISH, RESIZE_BILINEAR and MediaPipe's
 custom ``Convolution2DTransposeBias``; fused activations and TFLite's SAME padding
 (asymmetric: the extra row/column goes at the bottom/right) are honoured. Anything else
-raises :class:`~app.errors.ModelError` naming the operator.
+raises :class:`~segcam.errors.ModelError` naming the operator.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 
 import numpy as np
 
-from app.errors import ModelError
-from app.models.tflite_reader import TfGraph, TfOperator, TfTensor, parse_tflite
+from segcam.errors import ModelError
+from segcam.models.tflite_reader import TfGraph, TfOperator, TfTensor, parse_tflite
 
 if TYPE_CHECKING:
     import onnx

@@ -3,7 +3,7 @@
 Parsing uses the ``tflite`` package (flatc-generated readers of the TFLite schema). The
 result is decoupled from flatbuffers so the converter works on simple Python objects, and
 every way a file can be broken (not a flatbuffer, truncated, buffer out of range) becomes
-one :class:`~app.errors.ModelError` here instead of a stray ``IndexError`` later.
+one :class:`~segcam.errors.ModelError` here instead of a stray ``IndexError`` later.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from app.errors import ModelError
+from segcam.errors import ModelError
 
 # TensorType enum of the TFLite schema -> numpy dtype (only types a converter may meet).
 _TENSOR_TYPES: Dict[int, Any] = {

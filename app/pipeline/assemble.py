@@ -10,15 +10,15 @@ import logging
 from pathlib import Path
 from typing import Any, Tuple
 
-from app.config import Config, model_cache_dir
-from app.errors import ModelError
+from segcam.config import Config, model_cache_dir
+from segcam.errors import ModelError
 
 log = logging.getLogger("segcam")
 
 
 def resolve_model(cfg: Config) -> Tuple[Any, Path]:
     """The model profile and ONNX path of ``cfg.model`` (fetching a named model once)."""
-    from app.inference.profile import load_profile
+    from segcam.inference.profile import load_profile
 
     profile = load_profile(cfg.model.name)
     if cfg.model.path:
@@ -30,7 +30,7 @@ def resolve_model(cfg: Config) -> Tuple[Any, Path]:
                 f"model of {cfg.model.name!r}",
             )
         return profile, path
-    from app.models import registry
+    from segcam.models import registry
 
     cache = model_cache_dir(cfg)
     name = profile.name
@@ -50,7 +50,7 @@ def resolve_model(cfg: Config) -> Tuple[Any, Path]:
 
 def open_backend(cfg: Config) -> Tuple[Any, str]:
     """The inference backend for ``cfg`` and the one-line reason it was chosen."""
-    from app.inference.select import select_backend
+    from segcam.inference.select import select_backend
 
     profile, path = resolve_model(cfg)
     backend, reason = select_backend(cfg, profile, path)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.config import Config
+    from segcam.config import Config
 
 
 @dataclass(frozen=True)

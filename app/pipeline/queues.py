@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, Optional
 
-from app.pipeline.slots import BUSY, QUEUED, FrameSlot
+from segcam.pipeline.slots import BUSY, QUEUED, FrameSlot
 
 
 class _EndOfStream:

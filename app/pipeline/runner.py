@@ -22,13 +22,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from app.errors import OutputError, PipelineError, SegcamError
-from app.pipeline.knobs import Knobs, knobs_from_config
-from app.pipeline.metrics import PipelineMetrics, status_line
-from app.pipeline.queues import END_OF_STREAM, LatestQueue
-from app.pipeline.slots import FrameSlot, SlotRing, ensure_buffer
-from app.pipeline.stages import Stage, StageSet, build_stages
-from app.pipeline.types import FrameResult
+from segcam.errors import OutputError, PipelineError, SegcamError
+from segcam.pipeline.knobs import Knobs, knobs_from_config
+from segcam.pipeline.metrics import PipelineMetrics, status_line
+from segcam.pipeline.queues import END_OF_STREAM, LatestQueue
+from segcam.pipeline.slots import FrameSlot, SlotRing, ensure_buffer
+from segcam.pipeline.stages import Stage, StageSet, build_stages
+from segcam.pipeline.types import FrameResult
 
 log = logging.getLogger("segcam.pipeline")
 

@@ -11,10 +11,10 @@ from typing import Any, Dict
 
 import numpy as np
 
-from app.pipeline.knobs import knobs_from_config
-from app.pipeline.metrics import PipelineMetrics
-from app.pipeline.slots import FrameSlot, ensure_buffer
-from app.pipeline.stages import StageSet
+from segcam.pipeline.knobs import knobs_from_config
+from segcam.pipeline.metrics import PipelineMetrics
+from segcam.pipeline.slots import FrameSlot, ensure_buffer
+from segcam.pipeline.stages import StageSet
 
 SEQUENTIAL_STAGES = ("capture", "preprocess", "infer", "composite")
 

@@ -1,7 +1,7 @@
 """Stage implementations and the factory that picks them (CPU here, GPU in app/gpu/stages.py).
 
 A stage is an object with ``name``, ``process(slot)`` and ``close()``; it reads its inputs
-from the :class:`~app.pipeline.slots.FrameSlot` and writes its results back into it, into
+from the :class:`~segcam.pipeline.slots.FrameSlot` and writes its results back into it, into
 buffers it allocates once per slot and then reuses. The runner (and the sequential loop of
 ``segcam bench``) drive the same stage objects, so both measure the same work.
 
@@ -10,8 +10,8 @@ The three swappable stages are:
 * ``preprocess``: frame -> model input tensor (``slot.tensor``).
 * ``infer``: ``Backend.infer`` -> ``slot.output``; honours ``infer_every`` and ``paused``
   (on a skipped frame ``slot.inferred`` is False and the last mask is reused).
-* ``composite``: postprocess -> :class:`~app.refine.MaskRefiner` ->
-  :class:`~app.compose.Compositor` -> ``slot.mask`` and ``slot.composite``.
+* ``composite``: postprocess -> :class:`~segcam.refine.MaskRefiner` ->
+  :class:`~segcam.compose.Compositor` -> ``slot.mask`` and ``slot.composite``.
 
 Sub-step timings go into ``slot.timings_ms`` as ``"<stage>/<step>"``.
 """
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from app.errors import GpuError
-from app.pipeline.slots import FrameSlot, ensure_buffer
+from segcam.errors import GpuError
+from segcam.pipeline.slots import FrameSlot, ensure_buffer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.config import Config
-    from app.inference.profile import ModelProfile
+    from segcam.config import Config
+    from segcam.inference.profile import ModelProfile
 
 log = logging.getLogger("segcam.pipeline")
 
@@ -56,7 +56,7 @@ class CpuPreprocess(Stage):
     name = "preprocess"
 
     def __init__(self, profile: ModelProfile) -> None:
-        from app.inference.preprocess import Preprocessor
+        from segcam.inference.preprocess import Preprocessor
 
         self.profile = profile
         self._pre = Preprocessor(profile)
@@ -123,9 +123,9 @@ class CpuComposite(Stage):
     name = "composite"
 
     def __init__(self, cfg: Config, profile: ModelProfile) -> None:
-        from app.compose import Compositor
-        from app.inference.postprocess import to_probability
-        from app.refine import MaskRefiner
+        from segcam.compose import Compositor
+        from segcam.inference.postprocess import to_probability
+        from segcam.refine import MaskRefiner
 
         self.profile = profile
         self._to_probability = to_probability
@@ -209,7 +209,7 @@ def select_device(cfg: Config) -> Tuple[str, str, Any]:
     if want == "cpu":
         return "cpu", "inference.device is cpu", None
     try:
-        from app.gpu import probe
+        from segcam.gpu import probe
     except ImportError as exc:  # the GPU package is optional
         reason = f"GPU support not available ({exc})"
         info = None
@@ -253,7 +253,7 @@ def build_stages(
         # (fused preprocess / composite kernels, CUDA streams + events between stages).
         # Until it exists, or if it declines (GpuError), the CPU stages run.
         try:
-            from app.gpu.stages import build_gpu_stages
+            from segcam.gpu.stages import build_gpu_stages
         except ImportError as exc:
             reason = f"CPU stages (GPU stages not available: {exc})"
         else:

@@ -28,8 +28,8 @@ class FrameResult:
     composed BGR uint8 image; ``source`` is the captured BGR frame. All three are buffers
     of a recycled frame slot: they stay valid while ``submit`` runs and are overwritten
     a few frames later, so a sink that reads them after ``submit`` returns (in its own
-    thread) copies what it needs in ``submit`` (app.outputs.ThreadedSink does). Timestamps are ns:
-    ``capture_ts_ns`` on ``time.time_ns()`` (epoch, for the wire) and
+    thread) copies what it needs in ``submit`` (segcam.outputs.ThreadedSink does).
+    Timestamps are ns: ``capture_ts_ns`` on ``time.time_ns()`` (epoch, for the wire) and
     ``capture_mono_ns`` on ``time.monotonic_ns()`` (for latency).
     """
 

@@ -20,7 +20,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from app.errors import PublishError
+from segcam.errors import PublishError
 
 log = logging.getLogger("segcam.publish")
 

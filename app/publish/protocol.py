@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from app.errors import ProtocolError
-from app.publish import rle
+from segcam.errors import ProtocolError
+from segcam.publish import rle
 
 PROTOCOL_VERSION = 1  # major: a reader skips messages of any other major version
 PROTOCOL_MINOR = 0  # minor: additions only; readers ignore fields they do not know

@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import zmq
 
-from app.errors import PublishError
-from app.netutil import is_loopback_host
-from app.publish import protocol
+from segcam.errors import PublishError
+from segcam.netutil import is_loopback_host
+from segcam.publish import protocol
 
 log = logging.getLogger("segcam.publish")
 
@@ -201,7 +201,7 @@ class MaskPublisher:
         assert self._ctx is not None
         ccfg = self.cfg.curve
         if ccfg.enabled:
-            from app.publish.curve import CurveGuard
+            from segcam.publish.curve import CurveGuard
 
             if not ccfg.server_secret_key or not ccfg.authorized_keys_dir:
                 raise PublishError(
@@ -221,7 +221,7 @@ class MaskPublisher:
             sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
         if ccfg.enabled:
-            from app.publish.curve import apply_server_keys
+            from segcam.publish.curve import apply_server_keys
 
             self.server_public_key = apply_server_keys(sock, ccfg.server_secret_key)
         self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)

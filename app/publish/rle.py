@@ -21,7 +21,7 @@ from typing import Tuple
 
 import numpy as np
 
-from app.errors import ProtocolError
+from segcam.errors import ProtocolError
 
 _MAX_GROUPS = 7  # 7 x 5 bits covers every signed delta of a 32-bit count
 

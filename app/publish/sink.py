@@ -16,10 +16,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from app.errors import ConfigError
-from app.pipeline.types import FrameResult
-from app.publish import protocol
-from app.publish.publisher import MaskPublisher, PublishJob, exposure_warning
+from segcam.errors import ConfigError
+from segcam.pipeline.types import FrameResult
+from segcam.publish import protocol
+from segcam.publish.publisher import MaskPublisher, PublishJob, exposure_warning
 
 __all__ = ["MaskPublisherSink", "exposure_warning"]
 

@@ -1,7 +1,7 @@
 """``MaskSubscriber``: a client of segcam's mask stream that never hangs and never raises
 on bad input.
 
-Iterating yields :class:`~app.publish.protocol.Message` objects (``topic``, ``header``,
+Iterating yields :class:`~segcam.publish.protocol.Message` objects (``topic``, ``header``,
 ``data``: a uint8 mask, a BGR frame or a telemetry dict). Waiting happens in short poll
 ticks, so ``stop()`` (from any thread), ``timeout`` and Ctrl-C always take effect.
 Malformed messages are counted in ``stats`` and skipped. ZeroMQ reconnects by itself
@@ -24,8 +24,8 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, 
 import numpy as np
 import zmq
 
-from app.errors import PublishError
-from app.publish import protocol
+from segcam.errors import PublishError
+from segcam.publish import protocol
 
 log = logging.getLogger("segcam.subscribe")
 
@@ -125,7 +125,7 @@ class MaskSubscriber:
                 sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
                 sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
             if self.server_key and self.client_key:
-                from app.publish.curve import apply_client_keys
+                from segcam.publish.curve import apply_client_keys
 
                 apply_client_keys(sock, self.server_key, self.client_key)
             for topic in self.topics:

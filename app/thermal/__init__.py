@@ -6,11 +6,11 @@ source; ``SysfsSensor``/``JtopSensor`` read it. See docs/thermal.md.
 
 from __future__ import annotations
 
-from app.thermal.governor import SensorTimeout, ThermalGovernor, TimedReader
-from app.thermal.policy import STATES, next_state
-from app.thermal.sample import ThermalSample
-from app.thermal.sensors import open_sensor
-from app.thermal.sysfs import SysfsSensor
+from segcam.thermal.governor import SensorTimeout, ThermalGovernor, TimedReader
+from segcam.thermal.policy import STATES, next_state
+from segcam.thermal.sample import ThermalSample
+from segcam.thermal.sensors import open_sensor
+from segcam.thermal.sysfs import SysfsSensor
 
 __all__ = [
     "STATES",

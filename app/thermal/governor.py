@@ -14,14 +14,14 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
-from app.config import Config, ThermalAction
-from app.errors import ThermalError
-from app.thermal.light import LightModel
-from app.thermal.nvpmodel import request_nvpmodel
-from app.thermal.policy import STATES, describe_action, knob_changes, level, next_state
-from app.thermal.sample import ThermalSample, describe
-from app.thermal.sensors import open_sensor
-from app.thermal.sysfs import SysfsSensor
+from segcam.config import Config, ThermalAction
+from segcam.errors import ThermalError
+from segcam.thermal.light import LightModel
+from segcam.thermal.nvpmodel import request_nvpmodel
+from segcam.thermal.policy import STATES, describe_action, knob_changes, level, next_state
+from segcam.thermal.sample import ThermalSample, describe
+from segcam.thermal.sensors import open_sensor
+from segcam.thermal.sysfs import SysfsSensor
 
 log = logging.getLogger("segcam.thermal")
 
@@ -313,7 +313,7 @@ class ThermalGovernor:
     # ----------------------------------------------------------------- reload
 
     def reconfigure(self, cfg: Config) -> None:
-        """A SIGHUP reload (app.reload): new thresholds, hysteresis, actions, interval and
+        """A SIGHUP reload (segcam.reload): new thresholds, hysteresis, actions, interval and
         zone names apply from the next reading; the user's stride becomes the reloaded
         ``refine.infer_every`` and the current state's action is applied on top of it.
         """

@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from app.errors import ThermalError
-from app.thermal.sample import ThermalSample, plausible
+from segcam.errors import ThermalError
+from segcam.thermal.sample import ThermalSample, plausible
 
 log = logging.getLogger("segcam.thermal")
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
-from app.config import Config
+from segcam.config import Config
 
 log = logging.getLogger("segcam.thermal")
 
@@ -52,8 +52,8 @@ class LightModel:
 
     def _build(self) -> None:
         try:
-            from app.pipeline.assemble import open_backend
-            from app.pipeline.stages import build_stages
+            from segcam.pipeline.assemble import open_backend
+            from segcam.pipeline.stages import build_stages
 
             light_cfg = dataclasses.replace(
                 self.cfg, model=dataclasses.replace(self.cfg.model, name=self.name, path="")

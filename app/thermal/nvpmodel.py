@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from typing import Callable, Optional, Sequence
 
-from app.errors import ThermalError
+from segcam.errors import ThermalError
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 

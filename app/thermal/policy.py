@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-from app.config import ThermalAction, ThermalConfig, ThermalThresholds
+from segcam.config import ThermalAction, ThermalConfig, ThermalThresholds
 
 STATES: Tuple[str, ...] = ("normal", "warm", "hot", "critical")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional, Protocol, Tuple
 
-from app.config import ThermalConfig
-from app.errors import ThermalError
-from app.thermal.sample import ThermalSample
-from app.thermal.sysfs import SysfsSensor
+from segcam.config import ThermalConfig
+from segcam.errors import ThermalError
+from segcam.thermal.sample import ThermalSample
+from segcam.thermal.sysfs import SysfsSensor
 
 log = logging.getLogger("segcam.thermal")
 
@@ -48,7 +48,7 @@ def open_sensor(
     if cfg.sensor in ("auto", "jtop"):
         if jtop_factory is not None or jtop_installed() or cfg.sensor == "jtop":
             try:
-                from app.thermal.jtop_sensor import JtopSensor
+                from segcam.thermal.jtop_sensor import JtopSensor
 
                 sensor = JtopSensor(cfg.interval_s, factory=jtop_factory)
                 return sensor, f"jtop {sensor.version} (jtop.service)"

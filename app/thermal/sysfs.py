@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Pattern, Tuple
 
-from app.thermal.sample import ThermalSample, plausible
+from segcam.thermal.sample import ThermalSample, plausible
 
 _ZONE_RE = re.compile(r"^thermal_zone(\d+)$")
 _HWMON_TEMP_RE = re.compile(r"^temp(\d+)_input$")

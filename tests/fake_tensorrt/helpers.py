@@ -10,11 +10,11 @@ import types
 from pathlib import Path
 from typing import Any, Tuple
 
-from app.inference.profile import ModelProfile, parse_profile
+from segcam.inference.profile import ModelProfile, parse_profile
 
 
 def fake_gpu(name: str = "Orin", sm: Tuple[int, int] = (8, 7)) -> Any:
-    """An object with the fields of app.gpu.GpuInfo that TensorRT code reads."""
+    """An object with the fields of segcam.gpu.GpuInfo that TensorRT code reads."""
     return types.SimpleNamespace(name=name, sm=sm, index=0, integrated=True)
 
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from app.gpu import probe
+from segcam.gpu import probe
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def gpu_info():
 @pytest.fixture(scope="session")
 def gpu_ctx(gpu_info) -> Iterator:
     """The retained primary context for the whole session."""
-    from app.gpu.device import GpuContext
+    from segcam.gpu.device import GpuContext
 
     ctx = GpuContext.acquire(gpu_info.index)
     yield ctx
@@ -42,7 +42,7 @@ def kernel_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def kernels(gpu_ctx, kernel_cache):
     """Loader of compiled kernel modules by name (cached per session)."""
-    from app.gpu.nvrtc import load_module
+    from segcam.gpu.nvrtc import load_module
 
     loaded = {}
 
@@ -60,7 +60,7 @@ def kernels(gpu_ctx, kernel_cache):
 @pytest.fixture
 def stream(gpu_ctx):
     """A fresh stream for one test."""
-    from app.gpu.memory import Stream
+    from segcam.gpu.memory import Stream
 
     s = Stream()
     yield s

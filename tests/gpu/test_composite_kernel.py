@@ -1,4 +1,4 @@
-"""GPU refine + composite equals the CPU reference (app.refine.MaskRefiner + app.compose)."""
+"""GPU refine + composite equals the CPU reference (segcam.refine.MaskRefiner + segcam.compose)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from app.compose import Compositor
-from app.config import BackgroundConfig, RefineConfig
-from app.gpu.composite import GpuCompositor
-from app.gpu.memory import DeviceBuffer
-from app.pipeline.knobs import KnobValues
-from app.refine import MaskRefiner
+from segcam.compose import Compositor
+from segcam.config import BackgroundConfig, RefineConfig
+from segcam.gpu.composite import GpuCompositor
+from segcam.gpu.memory import DeviceBuffer
+from segcam.pipeline.knobs import KnobValues
+from segcam.refine import MaskRefiner
 
 pytestmark = pytest.mark.gpu
 
@@ -191,8 +191,8 @@ def test_smoothing_state_matches_cpu(kernels, stream):
 @pytest.mark.parametrize("kind", ["probability", "logits"])
 def test_device_output_to_state(kernels, stream, fp16, kind):
     """A device-resident model output (TensorRT path) turns into the same smoothed state."""
-    from app.inference.postprocess import to_probability
-    from app.inference.profile import load_profile, replace
+    from segcam.inference.postprocess import to_probability
+    from segcam.inference.profile import load_profile, replace
 
     profile = replace(load_profile("mediapipe-selfie"), output_kind=kind)
     rng = np.random.default_rng(5)

@@ -14,16 +14,16 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from app.config import load_config
-from app.gpu.memory import LEDGER
-from app.gpu.stages import build_gpu_stages
-from app.inference.onnxruntime import OnnxRuntimeBackend
-from app.inference.profile import load_profile
-from app.pipeline.knobs import knobs_from_config
-from app.pipeline.runner import Runner
-from app.pipeline.slots import FrameSlot
-from app.pipeline.stages import build_cpu_stages
-from app.sources import open_source
+from segcam.config import load_config
+from segcam.gpu.memory import LEDGER
+from segcam.gpu.stages import build_gpu_stages
+from segcam.inference.onnxruntime import OnnxRuntimeBackend
+from segcam.inference.profile import load_profile
+from segcam.pipeline.knobs import knobs_from_config
+from segcam.pipeline.runner import Runner
+from segcam.pipeline.slots import FrameSlot
+from segcam.pipeline.stages import build_cpu_stages
+from segcam.sources import open_source
 
 pytestmark = pytest.mark.gpu
 
@@ -191,7 +191,7 @@ class _DeviceEchoBackend:
     supports_device = True
 
     def __init__(self, profile: Any) -> None:
-        from app.inference.backend import TensorSpec
+        from segcam.inference.backend import TensorSpec
 
         self.profile = profile
         self.n = profile.width * profile.height
@@ -203,7 +203,7 @@ class _DeviceEchoBackend:
         return flat.reshape(1, self.profile.height, self.profile.width, 1).copy()
 
     def infer_device(self, in_ptr: int, out_ptr: int, stream: int) -> None:
-        from app.gpu import cuda_api
+        from segcam.gpu import cuda_api
 
         drv = cuda_api.api().driver
         cuda_api.call(

@@ -1,14 +1,14 @@
-"""The fused preprocess kernel equals the CPU reference (app.inference.preprocess)."""
+"""The fused preprocess kernel equals the CPU reference (segcam.inference.preprocess)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.gpu.memory import DeviceBuffer
-from app.gpu.preprocess import GpuPreprocessor, emulate_resize_u8
-from app.inference.preprocess import preprocess
-from app.inference.profile import load_profile, replace
+from segcam.gpu.memory import DeviceBuffer
+from segcam.gpu.preprocess import GpuPreprocessor, emulate_resize_u8
+from segcam.inference.preprocess import preprocess
+from segcam.inference.profile import load_profile, replace
 
 pytestmark = pytest.mark.gpu
 
