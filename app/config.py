@@ -124,6 +124,9 @@ class RefineConfig:
     smoothing: float = 0.6  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
     infer_every: int = 1  # run the model every Nth frame, reuse the mask between
     min_blob_area: float = 0.0  # drop foreground blobs smaller than this fraction of the frame
+    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    guided_radius: int = 3  # guided: window radius in model-resolution pixels (1..8)
+    guided_eps: float = 1e-3  # guided: regularisation (larger = closer to plain smoothing)
 
 
 @dataclass
@@ -298,6 +301,8 @@ _RULES: Dict[str, Tuple[Any, str]] = {
     "refine.smoothing": (lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1"),
     "refine.infer_every": (lambda v: v >= 1, "an integer of 1 or more"),
     "refine.min_blob_area": (lambda v: 0.0 <= v < 1.0, "a fraction of the frame in [0, 1)"),
+    "refine.guided_radius": (lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
+    "refine.guided_eps": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
     "composite.background.color": (
         lambda v: len(v) == 3 and all(0 <= c <= 255 for c in v),
         "three integers 0-255 (B, G, R)",

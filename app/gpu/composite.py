@@ -499,7 +499,9 @@ class GpuCompositor:
             state = self.state_host(stream)
             self._cpu_refiner.load_state(state)  # continue from the GPU's smoothing state
             host = st.buffer("mask_host", w * h * 4, pinned=True)
-            self._cpu_refiner.refine(None, (h, w), knobs, out=host.array((h, w), np.float32))
+            self._cpu_refiner.refine(
+                None, (h, w), knobs, out=host.array((h, w), np.float32), guide=frame_host
+            )
             dev = st.buffer("mask_in", w * h * 4)
             stream.copy_htod(dev.ptr, host.host_ptr, w * h * 4)
             mask_in = dev.ptr
