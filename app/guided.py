@@ -135,8 +135,7 @@ class GuidedUpsampler:
         """Upsample ``mask`` (h x w float32) to ``frame``'s size, guided by ``frame``."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise PipelineError(
-                f"guided upsampling needs an HxWx3 uint8 BGR frame, got {frame.dtype} "
-                f"{frame.shape}"
+                f"guided upsampling needs an HxWx3 uint8 BGR frame, got {frame.dtype} {frame.shape}"
             )
         mask = np.asarray(mask, np.float32)
         if mask.ndim != 2:

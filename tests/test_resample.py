@@ -42,8 +42,8 @@ def float_bilinear(img: np.ndarray, dst_w: int, dst_h: int, pos_x, pos_y) -> np.
 
 
 CONV = {
-    "bilinear_top_left": lambda s, n: (lambda d: d * s / n),
-    "bilinear_align_corners": lambda s, n: (lambda d: d * (s - 1) / max(n - 1, 1)),
+    "bilinear_top_left": lambda s, n: lambda d: d * s / n,
+    "bilinear_align_corners": lambda s, n: lambda d: d * (s - 1) / max(n - 1, 1),
 }
 
 
@@ -87,9 +87,9 @@ def test_weight_table_is_opencvs() -> None:
 @pytest.mark.parametrize("size", SIZES[:3], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_mediapipe_geometry_matches_opencv_warp_perspective(size) -> None:
     """MediaPipe builds its matrix from boxPoints of the full-image rect onto the tensor's
-    corners. This OpenCV's warpPerspective (float path in OpenCV >= 4.11, positions not
-    rounded to 1/32) lands within one level of the fixed-point result on a smooth image (frames
-larger than the tensor: when enlarging, the zero border magnifies sub-pixel differences)."""
+        corners. This OpenCV's warpPerspective (float path in OpenCV >= 4.11, positions not
+        rounded to 1/32) lands within one level of the fixed-point result on a smooth image (frames
+    larger than the tensor: when enlarging, the zero border magnifies sub-pixel differences)."""
     w, h = size
     coarse = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
     img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)

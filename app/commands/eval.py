@@ -27,7 +27,9 @@ def _size(text: str) -> Tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}"
+        ) from None
     if not (64 <= w <= 7680 and 64 <= h <= 4320):
         raise argparse.ArgumentTypeError(f"{text}: sizes from 64x64 to 7680x4320")
     return w, h

@@ -107,4 +107,13 @@ def flicker(
     return float(d[same].mean())
 
 
-__all__ = ["error_map", "iou", "boundary", "boundary_f", "edge_band", "band_error", "flicker", "binary"]
+__all__ = [
+    "error_map",
+    "iou",
+    "boundary",
+    "boundary_f",
+    "edge_band",
+    "band_error",
+    "flicker",
+    "binary",
+]

@@ -39,7 +39,9 @@ def table(result: EvalResult) -> str:
         f" band {result.band:g} px, model {result.infer_ms_median:.1f} ms/frame"
     ]
     for r in rows:
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append(
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        )
     return "\n".join(lines)
 
 

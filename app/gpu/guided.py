@@ -120,7 +120,10 @@ class GpuGuided:
         if feather > 0:
             taps = self._table(("taps", feather), lambda: feather_weights(feather))
             tmp = self._buf(("tmp", w, h), w * h * 4)
-            for kernel, src, dst in ((self._k_rows, target, tmp.ptr), (self._k_cols, tmp.ptr, out_ptr)):
+            for kernel, src, dst in (
+                (self._k_rows, target, tmp.ptr),
+                (self._k_cols, tmp.ptr, out_ptr),
+            ):
                 kernel.launch(
                     _grid(w, h), BLOCK, stream,
                     (_ptr(src), ctypes.c_int(w), ctypes.c_int(h), _ptr(taps.ptr),
