@@ -120,11 +120,11 @@ class RefineConfig:
 
     threshold: float = 0.5
     soft: bool = True  # keep a soft (0..1) mask; False = hard threshold
-    feather: int = 3  # edge blur radius in pixels at frame size; 0 = off
+    feather: int = 0  # edge blur radius in pixels at frame size; 0 = off
     smoothing: float = 0.6  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
     infer_every: int = 1  # run the model every Nth frame, reuse the mask between
     min_blob_area: float = 0.0  # drop foreground blobs smaller than this fraction of the frame
-    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    upsample: Literal["bilinear", "guided"] = "guided"  # guided: edges follow the frame
     guided_radius: int = 3  # guided: window radius in model-resolution pixels (1..8)
     guided_eps: float = 1e-3  # guided: regularisation (larger = closer to plain smoothing)
 

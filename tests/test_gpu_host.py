@@ -171,7 +171,7 @@ def test_cubin_path_names_kernel_and_arch(tmp_path):
 
 def test_kernel_sources_ship_with_the_package():
     names = sorted(p.stem for p in Path(KERNEL_DIR).glob("*.cu"))
-    assert names == ["composite", "preprocess"]
+    assert names == ["composite", "guided", "preprocess"]
     assert 'extern "C" __global__ void preprocess_bilinear_u8' in kernel_source("preprocess")
     with pytest.raises(GpuError, match="unreadable"):
         kernel_source("no-such-kernel")
@@ -253,7 +253,9 @@ def test_row_step_soft_mask_reproduces_the_refiner(size, low, radius):
     rng = np.random.default_rng(radius + w)
     m = cv2.GaussianBlur(rng.random((low[1], low[0]), dtype=np.float32), (0, 0), 2)
     m = np.clip((m - m.min()) / np.ptp(m) * 1.2 - 0.1, 0, 1).astype(np.float32)  # flat 0/1
-    refiner = MaskRefiner(RefineConfig(feather=radius, smoothing=0.0, soft=True))
+    refiner = MaskRefiner(
+        RefineConfig(feather=radius, smoothing=0.0, soft=True, upsample="bilinear")
+    )
     want = refiner.refine(m, (h, w), KnobValues(feather=radius, smoothing=0.0, soft=True))
     np.testing.assert_allclose(emulate_soft_mask(m, w, h, radius), want, atol=1e-6)
     tab = vertical_tables(low[1], h, radius)

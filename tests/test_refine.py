@@ -15,7 +15,9 @@ from segcam.refine import FULL_RES_FEATHER_MAX, MaskRefiner, feather, uncertaint
 
 
 def cfg(**kw) -> RefineConfig:
-    base = dict(threshold=0.5, soft=True, feather=0, smoothing=0.0, min_blob_area=0.0)
+    base = dict(
+        threshold=0.5, soft=True, feather=0, smoothing=0.0, min_blob_area=0.0, upsample="bilinear"
+    )
     base.update(kw)
     return RefineConfig(**base)
 

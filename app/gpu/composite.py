@@ -494,8 +494,13 @@ class GpuCompositor:
         low_ptr = self._state.ptr
         if blank:
             low_ptr = self._zeros.ptr  # type: ignore[union-attr]
-        elif p.feather > RMAX or p.min_blob_area > 0.0:
-            # Not in the fused kernel: refine on the CPU from the same state, blend here.
+        elif (
+            p.feather > RMAX
+            or p.min_blob_area > 0.0
+            or (self.guided is None and self.refine_cfg.upsample == "guided")
+        ):
+            # Not in the fused kernel (nor, for guided upsampling, in a GpuGuided given to
+            # this compositor): refine on the CPU from the same state, blend here.
             self.fallbacks += 1
             if self._cpu_refiner is None:
                 self._cpu_refiner = MaskRefiner(self.refine_cfg)
