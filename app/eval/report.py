@@ -71,7 +71,7 @@ def plot(results: Sequence[EvalResult], path: Path) -> Optional[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install matplotlib, or segcam[eval])"
+        return "matplotlib is not installed (pip install matplotlib, or segcam[plot])"
     keys = [("IoU", "iou_mean"), ("boundary F", "boundary_f_mean"),
             ("band error", "band_error_mean"), ("flicker", "flicker_mean")]  # fmt: skip
     fig, axes = plt.subplots(len(results), len(keys) + 1, squeeze=False,
