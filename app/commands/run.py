@@ -44,9 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_extensions(cfg: Any) -> List[Any]:
     """Control-plane extensions started beside the pipeline (see segcam.pipeline.types).
 
-    Owners add theirs here, each guarded so that a missing optional piece only logs:
-      * THERMAL helper: the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
-      * SERVICE helper: the sd_notify notifier (segcam.service) when run under systemd.
+    * the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
+    * the sd_notify notifier (segcam.service) when run under systemd.
     """
     extensions: List[Any] = []
     if cfg.thermal.enabled:
@@ -190,7 +189,7 @@ def _write_stats(path: str, runner: Any, status: Any) -> None:
     out = dict(status)
     out["stop_reason"] = runner.stop_reason
     out["error"] = None if runner.error is None else str(runner.error)
-    out["exit_code"] = 0 if runner.error is None else getattr(runner.error, "exit_code", 1)
+    out["exit_code"] = exit_code_of(runner) if runner.error is None else runner.error.exit_code
     out["frames_completed"] = runner.frames_completed
     out["config"] = config_to_dict(runner.config)
     try:
@@ -212,11 +211,31 @@ def apply_io_args(cfg: Any, args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be positive, got {value}")
 
 
+def exit_code_of(runner: Any) -> int:
+    """0 for a clean stop (SIGTERM included: systemd's stop), 130 after SIGINT (Ctrl-C),
+    as shells expect of an interrupted command."""
+    return 130 if runner.stop_reason == "SIGINT" else 0
+
+
+def explain_default_outputs(cfg: Any) -> None:
+    """Say what a bare ``segcam run`` does: the demo scene into no output at all."""
+    if list(cfg.output.uris) != ["none"]:
+        return
+    what = "the demo scene" if cfg.input.uri == "demo" else f"input {cfg.input.uri}"
+    log.info(
+        "running %s with output 'none': nothing is shown or recorded. To see it, add "
+        "--output display://0 (a window), --output http://127.0.0.1:8080 (a browser) or "
+        "--output file://out.mp4 (a recording); Ctrl-C stops",
+        what,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``segcam run``."""
     cfg = config_from_args(args)
     apply_io_args(cfg, args)
-    run_pipeline(
+    explain_default_outputs(cfg)
+    runner = run_pipeline(
         cfg,
         seconds=args.seconds,
         frames=args.frames,
@@ -225,4 +244,4 @@ def run(args: argparse.Namespace) -> int:
         on_hup=build_hup_handler(cfg, args),
     )
     sys.stdout.flush()
-    return 0
+    return exit_code_of(runner)
