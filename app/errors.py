@@ -116,7 +116,7 @@ EXIT_CODES = (
     (6, "output cannot be opened: no display, unwritable path (OutputError)"),
     (7, "a pipeline stage failed while running (PipelineError)"),
     (8, "CUDA / NVRTC failure where a GPU was required (GpuError)"),
-    (9, "mask stream: ZeroMQ setup failed or a message could not be decoded (PublishError, ProtocolError)"),
+    (9, "mask stream setup failed or a message did not decode (PublishError, ProtocolError)"),
     (10, "thermal sensor configuration unusable (ThermalError)"),
     (11, "systemd service install, uninstall or notify failed (ServiceError)"),
     (130, "interrupted by SIGINT (Ctrl-C), as shells expect"),
