@@ -26,7 +26,6 @@ class Sensor(Protocol):
         """Release the source."""
 
 
-
 def is_jetson(root: str = "/") -> bool:
     """Whether ``root`` is a Jetson's filesystem (L4T's release file or a Jetson model).
 
@@ -40,6 +39,7 @@ def is_jetson(root: str = "/") -> bool:
     except OSError:
         return False
     return b"jetson" in model.lower()
+
 
 def jtop_installed() -> bool:
     """Whether the jetson-stats client library can be imported."""
