@@ -70,7 +70,8 @@ setup(
             # Google's own runtime, for fidelity tests of the tflite->ONNX converter
             "ai-edge-litert>=1.0; python_version >= '3.9' and python_version < '3.13'",
         ],
-        "lint": ["ruff==0.17.6", "vermin==1.9.2"],  # pinned: new rules must not break CI
+        # pinned: new rules must not break CI
+        "lint": ["ruff==0.17.6", "vermin==1.9.2", "mypy==2.4.1"],
     },
     entry_points={"console_scripts": ["segcam=segcam.cli:main"]},
     classifiers=[

@@ -26,6 +26,10 @@ class Collect:
     def __init__(self) -> None:
         self.items: List[Dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.lossless = False
+
+    def attach(self, host: Any) -> None:
+        pass
 
     def start(self) -> None:
         pass

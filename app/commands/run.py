@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from segcam.commands import add_config_options, config_from_args
 from segcam.errors import OutputError, UsageError
@@ -18,7 +18,7 @@ HELP = "run the pipeline: input -> person mask -> background replacement -> outp
 
 log = logging.getLogger("segcam")
 
-HupHandler = Callable[[Any], None]
+HupHandler = Callable[[Any], Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def build_extensions(cfg: Any) -> List[Any]:
     return extensions
 
 
-def build_hup_handler(cfg: Any, args: Optional[argparse.Namespace] = None) -> Optional[HupHandler]:
+def build_hup_handler(cfg: Any, args: Optional[argparse.Namespace] = None) -> HupHandler:
     """What SIGHUP does: ``handler(runner)`` re-reads the config (segcam.reload).
 
     ``args`` carries the command line's --set/--input/--output, re-applied on reload.
@@ -99,7 +99,10 @@ def install_signal_handlers(runner: Any, on_hup: Optional[HupHandler] = None) ->
             target=_safe_hup, args=(on_hup, runner), name="segcam-sighup", daemon=True
         ).start()
 
-    wanted = [(signal.SIGINT, stop), (signal.SIGTERM, stop)]
+    wanted: List[Tuple[signal.Signals, Callable[[int, Any], None]]] = [
+        (signal.SIGINT, stop),
+        (signal.SIGTERM, stop),
+    ]
     if hasattr(signal, "SIGHUP"):
         wanted.append((signal.SIGHUP, hup))
     for sig, handler in wanted:
