@@ -154,12 +154,30 @@ class DisplayConfig:
 
 
 @dataclass
+class RecordConfig:
+    """How file:// outputs are recorded: writer, crash safety, encoder tuning, segments, budget."""
+
+    recorder: Literal["auto", "gstreamer", "pyav", "opencv"] = "auto"
+    flush_interval_s: float = 1.0  # keyframe + fragment + fsync cadence: what a crash can lose
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"  # x264 (PyAV and x264enc)
+    )
+    threads: int = 1  # encoder threads (PyAV); the pipeline keeps the other cores
+    crf: int = 23  # constant quality (x264 CRF; libvpx CRF + 8); lower = better, bigger
+    bitrate_kbps: int = 0  # 0 = constant quality (CPU) / ~0.1 bit per pixel (hardware)
+    segment_s: float = 0.0  # start a new file every N seconds of video; 0 = one file
+    max_mib: float = 0.0  # keep the segments under this total (oldest removed); 0 = no limit
+    min_free_mib: float = 256.0  # keep this much free on the disk (oldest removed, then stop)
+
+
+@dataclass
 class OutputConfig:
     """Where results go; several URIs may be given."""
 
     uris: List[str] = field(default_factory=lambda: ["none"])
-    record_mask: bool = False  # file:// outputs also write <name>.mask.mp4
-    codec: str = "mp4v"
+    record_mask: bool = False  # file:// outputs also write <name>.mask.<suffix>
+    codec: str = "auto"  # auto | h264 | vp9 | vp8 | mp4v | mjpg | a FOURCC (OpenCV writer)
+    record: RecordConfig = field(default_factory=RecordConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
 
 
@@ -318,6 +336,19 @@ _RULES: Dict[str, Tuple[Any, str]] = {
     "thermal.hysteresis": (lambda v: v >= 0, "0 or more degrees"),
     "inference.threads": (lambda v: v >= 0, "0 (default) or a positive integer"),
     "inference.engine_workspace_mib": (lambda v: v >= 16, "at least 16 (MiB)"),
+    "output.record.flush_interval_s": (
+        lambda v: 0.1 <= v <= 60.0,
+        "0.1 to 60 seconds",
+    ),
+    "output.record.threads": (lambda v: 1 <= v <= 16, "an integer from 1 to 16"),
+    "output.record.crf": (lambda v: 0 <= v <= 51, "an integer from 0 to 51"),
+    "output.record.bitrate_kbps": (lambda v: 0 <= v <= 200_000, "0 (auto) to 200000 kbit/s"),
+    "output.record.segment_s": (
+        lambda v: v == 0 or 1.0 <= v <= 86_400.0,
+        "0 (one file) or 1 to 86400 seconds",
+    ),
+    "output.record.max_mib": (lambda v: 0 <= v <= 1e9, "0 (no limit) or a size in MiB"),
+    "output.record.min_free_mib": (lambda v: 0 <= v <= 1e7, "0 (no floor) or a size in MiB"),
 }
 
 
@@ -474,6 +505,9 @@ def _cross_checks(cfg: Config) -> None:
             "publish.curve.server_secret_key: CURVE is enabled but no server key is set",
             "run `segcam keys generate` and point this key at the .key_secret file",
         )
+    from segcam.recording.formats import check_codec_name
+
+    check_codec_name(cfg.output.codec)
     if cfg.publish.encoding == "rle" and cfg.publish.values != "binary":
         raise ConfigError(
             f"publish.values: encoding 'rle' carries binary masks only, got {cfg.publish.values!r}",

@@ -74,6 +74,7 @@ class Runner:
         self.frames_completed = 0
         self.error: Optional[SegcamError] = None
         self.error_where = ""
+        self.degraded: Dict[str, str] = {}  # part -> why it stopped while the pipeline runs
         self.stop_reason = ""
         self._lock = threading.Lock()
         self._threads: List[threading.Thread] = []
@@ -120,6 +121,22 @@ class Runner:
         if first:
             log.debug("%s failed", where, exc_info=exc)
         self.request_stop(f"{where} failed")
+
+    def report_degraded(self, where: str, message: str) -> None:
+        """A part (a recording on a full disk) stopped; the pipeline and other outputs go on.
+
+        Logged once as an error, kept in ``status()["degraded"]`` until cleared.
+        """
+        with self._lock:
+            new = self.degraded.get(where) != message
+            self.degraded[where] = message
+        if new:
+            log.error("%s: %s (the pipeline keeps running)", where, message)
+
+    def clear_degraded(self, where: str) -> None:
+        """``where`` works again."""
+        with self._lock:
+            self.degraded.pop(where, None)
 
     def add_profile_stages(self, name: str, stages: StageSet, backend: Any = None) -> None:
         """Register the stages of model profile ``name`` (built off the hot path).
@@ -168,6 +185,8 @@ class Runner:
         snap["knobs"] = self.knobs.as_dict()
         snap["device"] = self.stages.device
         snap["mode"] = "backpressure" if self.backpressure else "latest-frame"
+        with self._lock:
+            snap["degraded"] = dict(self.degraded)
         return snap
 
     def run(self, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> int:
