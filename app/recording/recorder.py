@@ -332,6 +332,7 @@ class SegmentRecorder:
                     self.syncer.untrack(p)
             if self._seg_frames:
                 self.budget.add_finished(Segment(list(paths)))
+                log.info("recorded %d frames to %s before stopping", self._seg_frames, paths[0])
         first = self.stopped is None
         self.stopped = reason
         self._next_resume_check = time.monotonic() + RESUME_CHECK_S
@@ -344,7 +345,7 @@ class SegmentRecorder:
             return False
         self._next_resume_check = now + RESUME_CHECK_S
         floor = self.budget.min_free_bytes
-        margin = max(16 * MIB, floor // 10)
+        margin = max(MIB, floor // 10)  # hysteresis: no stop/start flapping at the floor
         try:
             free = free_bytes(self.path.parent)
         except OSError:

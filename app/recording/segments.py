@@ -98,18 +98,19 @@ class SegmentNamer:
                 _remove_quietly(p)
                 continue
             found.append(p)
-        masks = {p for p in found if p.stem.endswith(".mask")}
+        masks = frozenset(p for p in found if p.stem.endswith(".mask"))
+        unclaimed = set(masks)
         out: List[Segment] = []
         for p in found:
             if p in masks:
                 continue
             paths = [p]
             m = mask_video_path(p)
-            if m in masks:
+            if m in unclaimed:
                 paths.append(m)
-                masks.discard(m)
+                unclaimed.discard(m)
             out.append(_segment(paths))
-        out.extend(_segment([m]) for m in masks)  # masks whose video was removed
+        out.extend(_segment([m]) for m in sorted(unclaimed))  # masks whose video was removed
         out.sort(key=lambda s: s.mtime)
         return out
 
@@ -125,7 +126,12 @@ def _segment(paths: List[Path]) -> Segment:
 
 
 def free_bytes(directory: Path) -> int:
-    """Bytes available to this (unprivileged) process on ``directory``'s filesystem."""
+    """Bytes available to this (unprivileged) process on ``directory``'s filesystem.
+
+    A directory not made yet (a pattern's ``%Y/%m``) is measured at its nearest ancestor.
+    """
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
     st = os.statvfs(str(directory))
     return st.f_bavail * st.f_frsize
 
@@ -173,8 +179,8 @@ class DiskBudget:
             self._remove(self.finished.pop(0), "over output.record.max_mib" if over else "disk low")
         if low:
             return (
-                f"free space on {self.directory} is {free / MIB:.0f} MiB, below the floor of "
-                f"{self.min_free_bytes / MIB:.0f} MiB (output.record.min_free_mib) and no "
+                f"free space on {self.directory} is {free / MIB:.1f} MiB, below the floor of "
+                f"{self.min_free_bytes / MIB:.1f} MiB (output.record.min_free_mib) and no "
                 "older segment is left to remove"
             )
         if over and cur > self.max_bytes:
