@@ -33,7 +33,7 @@ from typing import (  # all present since 3.8
 
 import yaml
 
-from segcam.errors import ConfigError
+from segcam.errors import ConfigError, OutputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed layouts put configs/ inside the package data; a source checkout has it beside app/.
@@ -507,7 +507,10 @@ def _cross_checks(cfg: Config) -> None:
         )
     from segcam.recording.formats import check_codec_name
 
-    check_codec_name(cfg.output.codec)
+    try:
+        check_codec_name(cfg.output.codec)
+    except OutputError as exc:
+        raise ConfigError(exc.message, exc.hint) from None
     if cfg.publish.encoding == "rle" and cfg.publish.values != "binary":
         raise ConfigError(
             f"publish.values: encoding 'rle' carries binary masks only, got {cfg.publish.values!r}",

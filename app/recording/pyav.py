@@ -113,7 +113,7 @@ class PyAVWriter:
                 format=spec.container.av_format,
                 options=container_options(spec),
             )
-        except (OSError, av.FFmpegError) as exc:
+        except (OSError, av.error.FFmpegError) as exc:
             raise OutputError(f"cannot record {spec.path}: {exc}") from None
         try:
             rate = Fraction(spec.fps).limit_denominator(1001)
