@@ -49,7 +49,8 @@ def pipeline_string(spec: WriterSpec, encoder: str = HW_ENCODER) -> str:
     """
     w, h = spec.size
     fmt = "GRAY8" if spec.gray else "BGR"
-    src = f"appsrc is-live=true do-timestamp=true ! video/x-raw,format={fmt},width={w},height={h}"
+    # OpenCV's writer stamps each buffer with frame_index / fps: keep those timestamps.
+    src = f"appsrc ! video/x-raw,format={fmt},width={w},height={h}"
     gop = spec.gop
     if encoder == HW_ENCODER:
         enc = (

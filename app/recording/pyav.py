@@ -83,9 +83,7 @@ def encoder_options(spec: WriterSpec) -> Dict[str, str]:
             opts["crf"] = str(max(4, min(63, spec.crf + 8)))
             opts["b"] = "0" if enc == "libvpx-vp9" else str(spec.bitrate_bps())
         return opts
-    if enc in ("mpeg4", "mjpeg"):
-        return {"qscale": "4"} if enc == "mpeg4" else {"q": "4"}
-    return {}
+    return {"b": str(spec.bitrate_bps())}  # mpeg4, mjpeg: a bitrate is their only knob
 
 
 class PyAVWriter:
