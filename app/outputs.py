@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from segcam import schemes
 from segcam.config import RecordConfig
 from segcam.errors import OutputError, SegcamError
 from segcam.pipeline.metrics import SampleRing
@@ -235,9 +236,24 @@ class ThreadedSink:
 
 
 def check_writable(path: Path) -> None:
-    """Raise OutputError unless ``path`` can be created/written (no file is left behind)."""
+    """Raise OutputError unless ``path`` can be created/written (no file is left behind).
+
+    The parent folder must exist: creating folders from a mistyped URI
+    (``file:///nonexistent/dir/out.mp4``) would litter the filesystem.
+    """
+    parent = path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(
+            f"cannot write {path}: {existing} is a file, not a folder",
+            "choose a path inside a folder, e.g. --output file:///tmp/out.mp4",
+        )
+    if existing != parent:
+        raise OutputError(
+            f"cannot write {path}: folder {parent} does not exist",
+            f"create it first (mkdir -p {parent}) or choose another path",
+        )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         existed = path.exists()
         with open(path, "ab"):  # append: an existing file is not truncated by a check
             pass
@@ -317,13 +333,13 @@ class FileSink(ThreadedSink):
 
     def _disk_stopped(self, reason: str) -> None:
         message = f"recording stopped: {reason}"
-        if self._runner is not None and hasattr(self._runner, "report_degraded"):
+        if self._runner is not None:
             self._runner.report_degraded(f"output {self.name}", message)
         else:
             log.error("output %s: %s", self.name, message)
 
     def _disk_resumed(self) -> None:
-        if self._runner is not None and hasattr(self._runner, "clear_degraded"):
+        if self._runner is not None:
             self._runner.clear_degraded(f"output {self.name}")
 
     def stats(self) -> Dict[str, Any]:
@@ -509,37 +525,59 @@ class ContactSheetSink(ThreadedSink):
 
 
 def parse_output(uri: str) -> Tuple[str, str]:
-    """Classify an output URI: ("none"|"display"|"file"|"http", target)."""
+    """Classify an output URI: (kind of segcam.schemes.OUTPUTS, target)."""
     text = str(uri).strip()
     if text in ("", "none", "null", "none://"):
         return "none", ""
-    if text.startswith("display://"):
-        index = text[len("display://") :] or "0"
+    scheme, sep, rest = text.partition("://")
+    entry = schemes.output_for_scheme(scheme) if sep else None
+    if entry is not None and entry.kind == "display":
+        index = rest or "0"
         if not index.isdigit():
             raise OutputError(f"output {text!r}: expected display://<number>", "e.g. display://0")
         return "display", index
-    if text.startswith("file://"):
-        target = text[len("file://") :]
-        if not target:
+    if entry is not None and entry.kind == "file":
+        if not rest:
             raise OutputError(f"output {text!r}: no file name", "e.g. file://out.mp4")
-        return "file", target
-    if text.startswith("http://"):
+        return "file", rest
+    if entry is not None and entry.kind == "http":
         return "http", text
-    if "://" not in text and Path(text).suffix.lower() in VIDEO_SUFFIXES:
+    if not sep and Path(text).suffix.lower() in VIDEO_SUFFIXES:
         return "file", text  # a plain video path is what users mean
-    scheme = text.split("://", 1)[0] if "://" in text else text
     raise OutputError(
         f"unknown output {text!r} ({scheme!r} is not an output scheme)",
-        "use display://0, file://out.mp4, http://0.0.0.0:8080 (browser preview) or none "
-        "(several --output may be given)",
+        schemes.output_examples(),
     )
 
 
-def build_sinks(cfg: Any, uris: Optional[Sequence[str]] = None) -> List[Any]:
+def display_sink(uri: str, target: str, cfg: Any) -> DisplaySink:
+    """``display://N``: a window (OutputError at once when none can be shown here)."""
+    require_display(uri)
+    d = cfg.output.display
+    return DisplaySink(uri, d.title, d.fullscreen)
+
+
+def file_sink(uri: str, target: str, cfg: Any) -> FileSink:
+    """``file://PATH``: a recording."""
+    out = cfg.output
+    return FileSink(target, out.codec, out.record_mask, cfg.input.fps, out.record)
+
+
+def web_preview_sink(uri: str, target: str, cfg: Any) -> Any:
+    """``http://HOST:PORT``: the MJPEG browser preview."""
+    from segcam.web_preview import WebPreviewSink
+
+    return WebPreviewSink(target)
+
+
+def build_sinks(
+    cfg: Any, uris: Optional[Sequence[str]] = None, publisher: Optional[Any] = None
+) -> List[Any]:
     """Sinks for ``uris`` (default ``cfg.output.uris``) plus the mask publisher if enabled.
 
     Raises OutputError for an unknown scheme or a display:// without a display; file
-    paths are checked when the sink starts.
+    paths are checked when the sink starts. ``publisher`` is a shared
+    segcam.publish.publisher.MaskPublisher when several streams publish on one socket.
     """
     sinks: List[Any] = []
     seen = set()
@@ -551,17 +589,7 @@ def build_sinks(cfg: Any, uris: Optional[Sequence[str]] = None) -> List[Any]:
         if key in seen:
             continue
         seen.add(key)
-        if kind == "display":
-            require_display(uri)
-            d = cfg.output.display
-            sinks.append(DisplaySink(uri, d.title, d.fullscreen))
-        elif kind == "http":
-            from segcam.web_preview import WebPreviewSink
-
-            sinks.append(WebPreviewSink(target))
-        else:
-            out = cfg.output
-            sinks.append(FileSink(target, out.codec, out.record_mask, cfg.input.fps, out.record))
+        sinks.append(schemes.output_kind(kind).build(uri, target, cfg))
     if cfg.publish.enabled:
         try:
             from segcam.publish.sink import MaskPublisherSink
@@ -570,7 +598,7 @@ def build_sinks(cfg: Any, uris: Optional[Sequence[str]] = None) -> List[Any]:
                 f"publish.enabled is true but the publisher is not available ({exc})",
                 "install pyzmq (pip install pyzmq) or set publish.enabled=false",
             ) from None
-        sinks.append(MaskPublisherSink(cfg))
+        sinks.append(MaskPublisherSink(cfg, publisher=publisher))
     return sinks
 
 

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import threading
@@ -27,22 +26,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from segcam.config import Config, config_to_dict, load_config
 from segcam.errors import ConfigError
+from segcam.pipeline.knobs import BACKGROUND_PREFIX, CONFIG_KNOBS, background_knob
 
 log = logging.getLogger("segcam.reload")
 
-# Keys applied through runner.knobs: config path -> knob name.
-KNOB_KEYS: Dict[str, str] = {
-    "refine.threshold": "threshold",
-    "refine.soft": "soft",
-    "refine.feather": "feather",
-    "refine.smoothing": "smoothing",
-    "refine.min_blob_area": "min_blob_area",
-    "refine.infer_every": "infer_every",
-    "publish.every_n": "publish_every",
-    "publish.max_fps": "publish_max_fps",
-}
-# Key prefixes applied live by other means.
-BACKGROUND_PREFIX = "composite.background."
+# Keys applied through the knobs: segcam.pipeline.knobs.CONFIG_KNOBS (one mapping).
 LOG_LEVEL_KEY = "logging.level"
 # Applied by extensions offering reconfigure(cfg) (the thermal governor); without one
 # they need a restart.
@@ -80,6 +68,7 @@ class ReloadPlan:
     """How each changed key will be handled."""
 
     knobs: Dict[str, Any] = field(default_factory=dict)  # knob name -> new value
+    knob_keys: List[str] = field(default_factory=list)  # the config keys behind them
     background: bool = False
     log_level: Optional[str] = None
     extension_keys: List[str] = field(default_factory=list)
@@ -102,10 +91,12 @@ def plan_reload(
     """Sort the changed keys into live changes and restart-only ones."""
     plan = ReloadPlan()
     for key, (_, value) in changes.items():
-        if key in KNOB_KEYS:
-            plan.knobs[KNOB_KEYS[key]] = value
+        if key in CONFIG_KNOBS:
+            plan.knobs[CONFIG_KNOBS[key]] = value
+            plan.knob_keys.append(key)
         elif key.startswith(BACKGROUND_PREFIX):
             plan.background = True
+            plan.knob_keys.append(key)
         elif key == LOG_LEVEL_KEY:
             plan.log_level = str(value)
         elif key.startswith(EXTENSION_PREFIXES) and extensions_reconfigurable:
@@ -115,12 +106,6 @@ def plan_reload(
     if plan.background:
         plan.knobs["background"] = background_knob(new)
     return plan
-
-
-def background_knob(cfg: Config) -> Tuple[Tuple[str, Any], ...]:
-    """``composite.background`` as the sorted, hashable items that KnobValues holds."""
-    items = dataclasses.asdict(cfg.composite.background)
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items.items()))
 
 
 def effective_config(old: Config, new: Config, restart_keys: Sequence[str]) -> Config:
@@ -231,13 +216,15 @@ class ConfigReloader:
                 return ReloadResult(False, msg)
         applied: List[str] = []
         effective = effective_config(old, new, plan.restart_keys)
-        if plan.knobs and getattr(runner, "knobs", None) is not None:
-            runner.knobs.update(**plan.knobs)
+        if plan.knob_keys:
+            # Each stream takes its own values (its inputs entry may override refine or
+            # background), so the host derives them from the effective config.
+            runner.apply_config_knobs(effective, plan.knob_keys)
         if plan.log_level:
             from segcam.log import setup_logging
 
             setup_logging(plan.log_level)
-        _set_config(runner, effective)
+        runner.set_config(effective)
         for ext in extensions:
             try:
                 ext.reconfigure(effective)
@@ -291,22 +278,8 @@ def _notifier(runner: Any) -> Any:
 
 
 def _extensions(runner: Any) -> List[Any]:
-    exts = getattr(runner, "extensions", None)
-    if exts is None:
-        exts = getattr(runner, "_extensions", ())
-    return list(exts or ())
+    return list(runner.extensions)
 
 
 def _thermal_extensions(extensions: Sequence[Any]) -> List[Any]:
     return [e for e in extensions if "therm" in str(getattr(e, "name", "")).lower()]
-
-
-def _set_config(runner: Any, cfg: Config) -> None:
-    setter = getattr(runner, "set_config", None)
-    if callable(setter):
-        setter(cfg)
-        return
-    try:
-        runner.config = cfg
-    except AttributeError:
-        log.debug("runner.config is read-only; the reloaded config is not recorded there")

@@ -123,7 +123,9 @@ def run_fps(clip: Path, out: Optional[Path], extra: List[str], model: Optional[s
         cmd += ["--stats-json", str(stats), "--set", "thermal.enabled=false", *extra]
         if model:
             cmd += ["--set", f"model.path={model}"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"segcam run failed ({done.returncode}): {done.stderr[-2000:]}")
         return float(json.loads(stats.read_text())["average_fps"])
 
 

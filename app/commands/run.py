@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from segcam.commands import add_config_options, config_from_args
 from segcam.errors import OutputError, UsageError
@@ -18,7 +18,7 @@ HELP = "run the pipeline: input -> person mask -> background replacement -> outp
 
 log = logging.getLogger("segcam")
 
-HupHandler = Callable[[Any], None]
+HupHandler = Callable[[Any], Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_extensions(cfg: Any) -> List[Any]:
     """Control-plane extensions started beside the pipeline (see segcam.pipeline.types).
 
-    Owners add theirs here, each guarded so that a missing optional piece only logs:
-      * THERMAL helper: the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
-      * SERVICE helper: the sd_notify notifier (segcam.service) when run under systemd.
+    * the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
+    * the sd_notify notifier (segcam.service) when run under systemd.
     """
     extensions: List[Any] = []
     if cfg.thermal.enabled:
@@ -61,7 +60,7 @@ def build_extensions(cfg: Any) -> List[Any]:
     return extensions
 
 
-def build_hup_handler(cfg: Any, args: Optional[argparse.Namespace] = None) -> Optional[HupHandler]:
+def build_hup_handler(cfg: Any, args: Optional[argparse.Namespace] = None) -> HupHandler:
     """What SIGHUP does: ``handler(runner)`` re-reads the config (segcam.reload).
 
     ``args`` carries the command line's --set/--input/--output, re-applied on reload.
@@ -100,7 +99,10 @@ def install_signal_handlers(runner: Any, on_hup: Optional[HupHandler] = None) ->
             target=_safe_hup, args=(on_hup, runner), name="segcam-sighup", daemon=True
         ).start()
 
-    wanted = [(signal.SIGINT, stop), (signal.SIGTERM, stop)]
+    wanted: List[Tuple[signal.Signals, Callable[[int, Any], None]]] = [
+        (signal.SIGINT, stop),
+        (signal.SIGTERM, stop),
+    ]
     if hasattr(signal, "SIGHUP"):
         wanted.append((signal.SIGHUP, hup))
     for sig, handler in wanted:
@@ -190,7 +192,7 @@ def _write_stats(path: str, runner: Any, status: Any) -> None:
     out = dict(status)
     out["stop_reason"] = runner.stop_reason
     out["error"] = None if runner.error is None else str(runner.error)
-    out["exit_code"] = 0 if runner.error is None else getattr(runner.error, "exit_code", 1)
+    out["exit_code"] = exit_code_of(runner) if runner.error is None else runner.error.exit_code
     out["frames_completed"] = runner.frames_completed
     out["config"] = config_to_dict(runner.config)
     try:
@@ -212,11 +214,31 @@ def apply_io_args(cfg: Any, args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be positive, got {value}")
 
 
+def exit_code_of(runner: Any) -> int:
+    """0 for a clean stop (SIGTERM included: systemd's stop), 130 after SIGINT (Ctrl-C),
+    as shells expect of an interrupted command."""
+    return 130 if runner.stop_reason == "SIGINT" else 0
+
+
+def explain_default_outputs(cfg: Any) -> None:
+    """Say what a bare ``segcam run`` does: the demo scene into no output at all."""
+    if list(cfg.output.uris) != ["none"]:
+        return
+    what = "the demo scene" if cfg.input.uri == "demo" else f"input {cfg.input.uri}"
+    log.info(
+        "running %s with output 'none': nothing is shown or recorded. To see it, add "
+        "--output display://0 (a window), --output http://127.0.0.1:8080 (a browser) or "
+        "--output file://out.mp4 (a recording); Ctrl-C stops",
+        what,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``segcam run``."""
     cfg = config_from_args(args)
     apply_io_args(cfg, args)
-    run_pipeline(
+    explain_default_outputs(cfg)
+    runner = run_pipeline(
         cfg,
         seconds=args.seconds,
         frames=args.frames,
@@ -225,4 +247,4 @@ def run(args: argparse.Namespace) -> int:
         on_hup=build_hup_handler(cfg, args),
     )
     sys.stdout.flush()
-    return 0
+    return exit_code_of(runner)

@@ -112,6 +112,16 @@ class SegmentRecorder:
         from segcam.outputs import check_writable
 
         probe = self.namer.next_path()
+        folder = Path(self.namer.pattern).parent
+        if "%" in str(folder):
+            # Folders named by the pattern (rec/%Y/%m) are made as segments start; the
+            # fixed part above them must exist like any output folder.
+            fixed: List[str] = []
+            for part in folder.parts:
+                if "%" in part:
+                    break
+                fixed.append(part)
+            probe = Path(*fixed) / probe.name
         check_writable(probe)
         if self.record_mask:
             check_writable(mask_video_path(probe))
