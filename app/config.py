@@ -36,7 +36,7 @@ from typing import (  # all present since 3.8
 
 import yaml
 
-from segcam.errors import ConfigError
+from segcam.errors import ConfigError, OutputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed layouts put configs/ inside the package data; a source checkout has it beside app/.
@@ -264,12 +264,30 @@ class DisplayConfig:
 
 
 @dataclass
+class RecordConfig:
+    """How file:// outputs are recorded: writer, crash safety, encoder tuning, segments, budget."""
+
+    recorder: Literal["auto", "gstreamer", "pyav", "opencv"] = "auto"
+    flush_interval_s: float = _num(1.0, 0.1, 60.0)  # keyframe + fragment + fsync cadence
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"  # x264 (PyAV and x264enc)
+    )
+    threads: int = _num(1, 1, 16)  # encoder threads (PyAV); the pipeline keeps the other cores
+    crf: int = _num(23, 0, 51)  # constant quality (x264 CRF; libvpx CRF + 8); lower = better
+    bitrate_kbps: int = _num(0, 100, 200_000, off=0)  # 0 = constant quality / ~0.1 bit/pixel
+    segment_s: float = _num(0.0, 1.0, 86_400.0, off=0.0)  # new file every N s; 0 = one file
+    max_mib: float = _num(0.0, 1.0, 1e9, off=0.0)  # segments' total cap (oldest go); 0 = none
+    min_free_mib: float = _num(256.0, 0.0, 1e7)  # free space kept (oldest removed, then stop)
+
+
+@dataclass
 class OutputConfig:
     """Where results go; several URIs may be given."""
 
     uris: List[str] = _list(lambda: ["none"], 16)
-    record_mask: bool = False  # file:// outputs also write <name>.mask.mp4
-    codec: str = _text("mp4v", 16)
+    record_mask: bool = False  # file:// outputs also write <name>.mask.<suffix>
+    codec: str = _text("auto", 16)  # auto | h264 | vp9 | vp8 | mp4v | mjpg | a FOURCC (OpenCV)
+    record: RecordConfig = field(default_factory=RecordConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
 
 
@@ -606,6 +624,12 @@ def _cross_checks(cfg: Config) -> None:
             "publish.curve.server_secret_key: CURVE is enabled but no server key is set",
             "run `segcam keys generate` and point this key at the .key_secret file",
         )
+    from segcam.recording.formats import check_codec_name
+
+    try:
+        check_codec_name(cfg.output.codec)
+    except OutputError as exc:
+        raise ConfigError(exc.message, exc.hint) from None
     if cfg.publish.encoding == "rle" and cfg.publish.values != "binary":
         raise ConfigError(
             f"publish.values: encoding 'rle' carries binary masks only, got {cfg.publish.values!r}",
