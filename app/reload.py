@@ -257,8 +257,14 @@ def overrides_from_args(args: Any) -> List[str]:
     ``output.uris`` (JSON is valid YAML, so any URI survives quoting).
     """
     out = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "input", None):
-        out.append("input.uri=" + json.dumps(str(args.input)))
+    inputs = getattr(args, "input", None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if inputs and len(inputs) == 1:
+        out.append("input.uri=" + json.dumps(str(inputs[0])))
+        out.append("inputs=[]")
+    elif inputs:
+        out.append("inputs=" + json.dumps([{"uri": str(u)} for u in inputs]))
     if getattr(args, "output", None):
         out.append("output.uris=" + json.dumps([str(o) for o in args.output]))
     return out
