@@ -20,6 +20,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    author="The segcam developers",
+    url="https://github.com/segcam/segcam",
+    project_urls={
+        "Documentation": "https://github.com/segcam/segcam/tree/main/docs",
+        "Source": "https://github.com/segcam/segcam",
+        "Issues": "https://github.com/segcam/segcam/issues",
+        "Wire protocol": "https://github.com/segcam/segcam/blob/main/docs/protocol.md",
+    },
     python_requires=">=3.8",
     # The source folder is app/ (the project's layout); it installs as the import package
     # `segcam`, so nothing claims the common name `app` in a user's site-packages.

@@ -52,6 +52,27 @@ def configs_dir() -> Path:
     )
 
 
+def preset_names() -> List[str]:
+    """Device presets that ship inside the package (``configs/devices/NAME.yaml``)."""
+    return sorted(p.stem for p in (configs_dir() / "devices").glob("*.yaml"))
+
+
+def resolve_config_path(name: Union[str, Path]) -> Path:
+    """A config file's path: an existing file, else a packaged preset of that name.
+
+    ``--config orin-nano`` (or ``orin-nano.yaml``) works from any folder; a path that
+    exists always wins over a preset of the same name.
+    """
+    p = Path(name).expanduser()
+    if p.is_file() or p.parent != Path("."):
+        return p
+    stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
+    preset = configs_dir() / "devices" / f"{stem}.yaml"
+    if stem == "default":
+        preset = configs_dir() / "default.yaml"
+    return preset if preset.is_file() else p
+
+
 def default_cache_dir() -> Path:
     """Model cache: $SEGCAM_CACHE, else $XDG_CACHE_HOME/segcam, else ~/.cache/segcam."""
     env = os.environ.get("SEGCAM_CACHE")
@@ -586,14 +607,16 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
     text = ""
     source = ""
     if path:
-        p = Path(path).expanduser()
+        p = resolve_config_path(path)
         source = str(p)
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(
                 f"config file {source} does not exist",
-                "pass --config with an existing file, or omit it to use the defaults",
+                "pass --config with an existing file or a packaged preset ("
+                + ", ".join(preset_names())
+                + "; `segcam config list`), or omit it to use the defaults",
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file {source}: {exc}") from None

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from segcam.config import Config
 from segcam.schemes import INPUTS, PREFERRED, REQUIRED, input_needs
+from segcam.thermal.sensors import is_jetson
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -128,7 +129,7 @@ def _jetson(ctx: DoctorContext) -> Dict[str, Any]:
                 info["l4t"] = f"{major}.{rev}"
                 minor = int(rev.split(".")[0]) if rev.split(".")[0].isdigit() else -1
                 info["jetpack"] = _JETPACK.get((major, minor))
-        info["is_jetson"] = bool(release) or bool(model and "jetson" in model.lower())
+        info["is_jetson"] = is_jetson(str(ctx.root))
         ctx.cache["jetson"] = info
     return ctx.cache["jetson"]
 
@@ -154,7 +155,7 @@ def check_jetson(ctx: DoctorContext) -> Check:
         )
     jp = f", JetPack {info['jetpack']}" if info["jetpack"] else ""
     preset = _preset_for(info["model"] or "")
-    tip = f"; thermal preset: configs/devices/{preset}.yaml" if preset else ""
+    tip = f"; preset: --config {preset}" if preset else ""
     return Check("jetson", OK, f"{info['model']}: L4T {info['l4t']}{jp}{tip}", data=info)
 
 

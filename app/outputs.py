@@ -233,9 +233,24 @@ class ThreadedSink:
 
 
 def check_writable(path: Path) -> None:
-    """Raise OutputError unless ``path`` can be created/written (no file is left behind)."""
+    """Raise OutputError unless ``path`` can be created/written (no file is left behind).
+
+    The parent folder must exist: creating folders from a mistyped URI
+    (``file:///nonexistent/dir/out.mp4``) would litter the filesystem.
+    """
+    parent = path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(
+            f"cannot write {path}: {existing} is a file, not a folder",
+            "choose a path inside a folder, e.g. --output file:///tmp/out.mp4",
+        )
+    if existing != parent:
+        raise OutputError(
+            f"cannot write {path}: folder {parent} does not exist",
+            f"create it first (mkdir -p {parent}) or choose another path",
+        )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         existed = path.exists()
         with open(path, "ab"):  # append: an existing file is not truncated by a check
             pass

@@ -354,6 +354,7 @@ class CaptureSource(Source):
         self.live = kind in ("camera", "csi", "stream", "gst") or (kind == "file" and cfg.realtime)
         self.reconnects = kind in ("camera", "csi", "stream", "gst")
         self.frame_count = 0
+        self._pass_frames = 0  # frames decoded since the file was opened or rewound
         # Decoded frames go into two buffers used in turn (see Source._flipped).
         self._decoded: List[Optional[np.ndarray]] = [None, None]
         self._turn = 0
@@ -459,11 +460,38 @@ class CaptureSource(Source):
             return None
         frame = self._read_into(cap)
         if frame is not None:
+            self._pass_frames += 1
             return frame
-        if self.spec.kind == "file" and self.cfg.loop and self._stats.frames > 0:
+        if self.spec.kind != "file":
+            return None
+        self._check_complete()
+        if self.cfg.loop and self._stats.frames > 0:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            return self._read_into(cap)
+            self._pass_frames = 0
+            frame = self._read_into(cap)
+            if frame is not None:
+                self._pass_frames += 1
+            return frame
         return None
+
+    def _check_complete(self) -> None:
+        """Warn when a file ends before the frame count its container declares.
+
+        A damaged or truncated file otherwise ends like a whole one, with exit code 0.
+        The count is the container's (sometimes an estimate from duration x fps), so a
+        shortfall of a frame or two, or under 1%, is not reported.
+        """
+        declared, reached = self.frame_count, self._pass_frames
+        if declared <= 0 or reached >= declared - max(2, declared // 100):
+            return
+        self._stats.extra["ended_early"] = {"reached": reached, "declared": declared}
+        log.warning(
+            "input %s ended at frame %d of the %d its container declares: the file may be "
+            "damaged or truncated (check it with ffprobe)",
+            self.spec.uri,
+            reached,
+            declared,
+        )
 
     def _read_into(self, cap: cv2.VideoCapture) -> Optional[np.ndarray]:
         """One decoded frame, written into this turn's buffer (OpenCV reuses it when the

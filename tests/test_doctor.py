@@ -140,7 +140,7 @@ def test_jetson_model_release_and_preset(tmp_path: Path) -> None:
     assert result.status == OK
     assert "Orin Nano" in result.detail and "L4T 36.3.0" in result.detail
     assert "JetPack 6.0" in result.detail
-    assert "configs/devices/orin-nano.yaml" in result.detail
+    assert "preset: --config orin-nano" in result.detail
 
 
 def test_jetson_without_release_file_warns(tmp_path: Path) -> None:

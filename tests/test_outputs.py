@@ -87,8 +87,8 @@ def test_unwritable_path_fails_at_start_and_leaves_nothing(tmp_path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
         FileSink(str(blocker / "out.mp4")).start()
-    check_writable(tmp_path / "new" / "ok.mp4")
-    assert not (tmp_path / "new" / "ok.mp4").exists()  # the check leaves no empty file
+    check_writable(tmp_path / "ok.mp4")
+    assert not (tmp_path / "ok.mp4").exists()  # the check leaves no empty file
     with pytest.raises(OutputError, match="four-character"):
         FileSink(str(tmp_path / "x.mp4"), codec="h264x").preflight()
 

@@ -166,7 +166,8 @@ def _list(args: argparse.Namespace) -> int:
     from segcam.models.registry import cache_state, list_models
 
     cache = _cache_dir(args)
-    print(f"{'NAME':28} {'INPUT':10} {'CACHE':8} DESCRIPTION")
+    # Sizes are width x height everywhere segcam prints them (as in 1920x1080).
+    print(f"{'NAME':28} {'INPUT WxH':10} {'CACHE':8} DESCRIPTION")
     for spec in list_models():
         _n, h, w, _c = spec.input_shape
         state = cache_state(spec.name, cache)

@@ -49,9 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_extensions(cfg: Any) -> List[Any]:
     """Control-plane extensions started beside the pipeline (see segcam.pipeline.types).
 
-    Owners add theirs here, each guarded so that a missing optional piece only logs:
-      * THERMAL helper: the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
-      * SERVICE helper: the sd_notify notifier (segcam.service) when run under systemd.
+    * the thermal governor (segcam.thermal) when ``cfg.thermal.enabled``;
+    * the sd_notify notifier (segcam.service) when run under systemd.
     """
     extensions: List[Any] = []
     if cfg.thermal.enabled:
@@ -255,7 +254,7 @@ def _write_stats(path: str, runner: Any, status: Any, error: Any) -> None:
     out = dict(status)
     out["stop_reason"] = runner.stop_reason
     out["error"] = None if error is None else str(error)
-    out["exit_code"] = 0 if error is None else int(error.exit_code) or 1
+    out["exit_code"] = exit_code_of(runner) if error is None else int(error.exit_code) or 1
     out["frames_completed"] = runner.frames_completed
     out["config"] = config_to_dict(runner.config)
     try:
@@ -292,11 +291,32 @@ def apply_io_args(cfg: Any, args: argparse.Namespace) -> None:
         stream_configs(cfg)  # --input/--output may clash (two streams, one file)
 
 
+def exit_code_of(runner: Any) -> int:
+    """0 for a clean stop (SIGTERM included: systemd's stop), 130 after SIGINT (Ctrl-C),
+    as shells expect of an interrupted command."""
+    return 130 if runner.stop_reason == "SIGINT" else 0
+
+
+def explain_default_outputs(cfg: Any) -> None:
+    """Say what a bare ``segcam run`` does: the demo scene into no output at all."""
+    if list(cfg.output.uris) != ["none"]:
+        return
+    uris = [e.uri for e in cfg.inputs] or [cfg.input.uri]
+    what = "the demo scene" if uris == ["demo"] else f"input {', '.join(uris)}"
+    log.info(
+        "running %s with output 'none': nothing is shown or recorded. To see it, add "
+        "--output display://0 (a window), --output http://127.0.0.1:8080 (a browser) or "
+        "--output file://out.mp4 (a recording); Ctrl-C stops",
+        what,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``segcam run``."""
     cfg = config_from_args(args)
     apply_io_args(cfg, args)
-    run_pipeline(
+    explain_default_outputs(cfg)
+    runner = run_pipeline(
         cfg,
         seconds=args.seconds,
         frames=args.frames,
@@ -305,4 +325,4 @@ def run(args: argparse.Namespace) -> int:
         on_hup=build_hup_handler(cfg, args),
     )
     sys.stdout.flush()
-    return 0
+    return exit_code_of(runner)

@@ -9,7 +9,7 @@ Only calls present in both TensorRT 8.5 (JetPack 5.1) and 10.x (JetPack 6) are u
 (binding indices, ``execute_async_v2``, ``get_binding_*``) appears here.
 
 Memory goes through a small seam, :class:`DeviceMemory`: on a GPU it is
-:class:`CudaMemory` (the GPU helper's ``segcam.gpu`` buffers and streams); the CPU-tier tests
+:class:`CudaMemory` (``segcam.gpu``'s buffers and streams); the CPU-tier tests
 hand in a host-memory implementation that only works with their TensorRT stand-in.
 
 :func:`select_tensorrt` is the TensorRT branch of backend selection: it checks that
@@ -162,7 +162,7 @@ class DeviceMemory(Protocol):
 
 
 class CudaMemory:
-    """:class:`DeviceMemory` on the GPU helper's ``segcam.gpu`` buffers, streams and context."""
+    """:class:`DeviceMemory` on ``segcam.gpu``'s buffers, streams and context."""
 
     def __init__(self, device_index: int = 0) -> None:
         from segcam.gpu.device import GpuContext

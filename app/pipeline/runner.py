@@ -93,6 +93,8 @@ class Runner:
         self._running = False
         self._shut_down = False  # set once shutdown took the profile stages to close
         self._max_frames: Optional[int] = None
+        # Why the capture loop ended the stream; the drained end reports it as the reason.
+        self._end_reason = "end of input"
         self._cv_threads_before: Optional[int] = None
         self._build_queues()
 
@@ -310,7 +312,7 @@ class Runner:
             self.stop_event.wait(0.1)
             now = time.monotonic()
             if max_seconds is not None and now - start >= max_seconds:
-                self.request_stop(f"{max_seconds:g} s elapsed")
+                self.request_stop(f"{max_seconds:g} s elapsed (--seconds)")
             if next_status is not None and now >= next_status:
                 next_status = now + interval
                 status = self.status()
@@ -401,6 +403,7 @@ class Runner:
         next_due = 0.0
         while not self.stop_event.is_set():
             if self._max_frames is not None and frame_id >= self._max_frames:
+                self._end_reason = f"{self._max_frames} frames done (--frames)"
                 break
             t0 = time.perf_counter()
             got = source.read()
@@ -482,7 +485,7 @@ class Runner:
                 continue
             if item is END_OF_STREAM:
                 self.eos_event.set()
-                self.request_stop("end of input")
+                self.request_stop(self._end_reason)
                 return
             slot = item
             stage, model_id = self._stage_of(slot, "composite", main)

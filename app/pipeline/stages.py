@@ -258,11 +258,9 @@ def build_stages(
     else:
         reason, info = f"device {device} requested", None
     if device == "gpu":
-        # ---------------------------------------------------------------- GPU stage hook
-        # The GPU helper's app/gpu/stages.py provides
-        #   build_gpu_stages(cfg, backend, profile, info) -> StageSet
-        # (fused preprocess / composite kernels, CUDA streams + events between stages).
-        # Until it exists, or if it declines (GpuError), the CPU stages run.
+        # app/gpu/stages.py provides build_gpu_stages(cfg, backend, profile, info) ->
+        # StageSet (fused preprocess / composite kernels, CUDA streams + events between
+        # stages). Where it cannot be imported, or declines (GpuError), the CPU stages run.
         try:
             from segcam.gpu.stages import build_gpu_stages
         except ImportError as exc:
