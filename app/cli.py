@@ -22,6 +22,7 @@ COMMANDS = (
     ("run", "segcam.commands.run"),
     ("demo", "segcam.commands.demo"),
     ("bench", "segcam.commands.bench"),
+    ("eval", "segcam.commands.eval"),
     ("model", "segcam.commands.model"),
     ("engine", "segcam.commands.engine"),
     ("subscribe", "segcam.commands.subscribe"),

@@ -235,6 +235,9 @@ class RefineConfig:
     min_blob_area: float = _num(
         0.0, 0.0, 0.999
     )  # drop foreground blobs smaller than this fraction of the frame
+    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
+    guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
 
 
 @dataclass
