@@ -231,6 +231,12 @@ def test_install_as_the_docs_say_and_ready_only_after_the_first_frame(service: S
         "--find-links /segcam-wheel segcam",
         timeout=300,
     )
+    # The built-in defaults read the demo scene, whose photo comes with scikit-image, which
+    # a plain install lacks: the service is not started only to fail and restart.
+    dry = m.sh(f"{SEGCAM} service install --dry-run").stdout
+    assert "warning: input.uri is the demo scene, but the demo source needs scikit-image" in dry
+    assert "would run: systemctl enable segcam.service\n" in dry, dry
+
     # An offline device: the model copied in by root before the install, which hands the
     # state directories' contents to the service user.
     m.sh(f"mkdir -p {STATE}/models && install -m 600 /seed/* {STATE}/models/")
