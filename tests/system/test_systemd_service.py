@@ -97,6 +97,20 @@ class Service:
     def wait_running(self, timeout: float = 60) -> Dict[str, str]:
         return wait_until(self.running, timeout, "segcam.service active (running)")
 
+    def healthy(self) -> Dict[str, str]:
+        """Running on a good config: what every test starts from.
+
+        After a failed test the service may be down or on a broken config; this puts it
+        back (as an operator would) so that one failure does not fail every later test.
+        """
+        self.camera.stalled.clear()
+        try:
+            return self.wait_running(timeout=15)
+        except AssertionError:
+            self.write_config(0.7)
+            self.m.sh("systemctl reset-failed segcam; systemctl restart segcam", check=False)
+            return self.wait_running(timeout=60)
+
     def status_text(self) -> str:
         return self.props("StatusText")["StatusText"]
 
@@ -290,7 +304,7 @@ def test_install_as_the_docs_say_and_ready_only_after_the_first_frame(service: S
 
 
 def test_reload_applies_a_new_threshold_live(service: Service):
-    before = service.wait_running()
+    before = service.healthy()
     service.write_config(0.7)
     service.m.sh("systemctl reload segcam")
     wait_until(lambda: "threshold 0.70" in service.status_text(), 20, "threshold 0.70 in STATUS")
@@ -300,25 +314,27 @@ def test_reload_applies_a_new_threshold_live(service: Service):
 
 
 def test_a_broken_config_on_reload_keeps_the_old_one_and_says_why(service: Service):
-    before = service.wait_running()
+    before = service.healthy()
     service.write_config("seven")
-    service.m.sh("systemctl reload segcam")
-    rejected = "reload rejected, keeping the running config: refine.threshold (line 8"
-    entries = wait_until(
-        lambda: [e for e in service.journal("-p", "warning") if rejected in e["MESSAGE"]],
-        20,
-        "the rejected reload in the journal",
-    )
-    assert int(entries[-1]["PRIORITY"]) <= 4, entries[-1]
-    time.sleep(2.5)  # a few status lines later: still running, still on 0.70
-    after = service.running()
-    assert after is not None and after["MainPID"] == before["MainPID"], after
-    assert "threshold 0.70" in after["StatusText"], after
-    service.write_config(0.7)
+    try:
+        service.m.sh("systemctl reload segcam")
+        rejected = "reload rejected, keeping the running config: refine.threshold (line 8"
+        entries = wait_until(
+            lambda: [e for e in service.journal("-p", "warning") if rejected in e["MESSAGE"]],
+            20,
+            "the rejected reload in the journal",
+        )
+        assert int(entries[-1]["PRIORITY"]) <= 4, entries[-1]
+        time.sleep(2.5)  # a few status lines later: still running, still on 0.70
+        after = service.running()
+        assert after is not None and after["MainPID"] == before["MainPID"], after
+        assert "threshold 0.70" in after["StatusText"], after
+    finally:
+        service.write_config(0.7)
 
 
 def test_a_hung_camera_stops_the_pings_and_the_watchdog_restarts_it(service: Service):
-    before = service.wait_running()
+    before = service.healthy()
     restarts = int(before["NRestarts"])
     t_stall = time.monotonic()
     service.camera.stalled.set()
@@ -340,7 +356,7 @@ def test_a_hung_camera_stops_the_pings_and_the_watchdog_restarts_it(service: Ser
 
 @pytest.mark.parametrize("sig", ["SEGV", "ABRT"])
 def test_a_crash_restarts_it(service: Service, sig: str):
-    before = service.wait_running()
+    before = service.healthy()
     restarts = int(before["NRestarts"])
     service.m.sh(f"systemctl kill --kill-whom=main --signal=SIG{sig} segcam")
     wait_until(
@@ -352,7 +368,7 @@ def test_a_crash_restarts_it(service: Service, sig: str):
 
 
 def test_a_config_error_exits_2_and_does_not_loop(service: Service):
-    service.wait_running()
+    service.healthy()
     service.write_config("seven")
     failed = service.m.sh("systemctl restart segcam", check=False)
     assert failed.returncode != 0
@@ -374,7 +390,7 @@ def test_a_config_error_exits_2_and_does_not_loop(service: Service):
 
 
 def test_stop_is_quick_and_leaves_a_playable_recording(service: Service):
-    service.wait_running()
+    service.healthy()
     time.sleep(3)  # a few seconds of recording
     t0 = time.monotonic()
     service.m.sh("systemctl stop segcam")
