@@ -19,6 +19,7 @@ from segcam.gpu.memory import LEDGER
 from segcam.gpu.stages import build_gpu_stages
 from segcam.inference.onnxruntime import OnnxRuntimeBackend
 from segcam.inference.profile import load_profile
+from segcam.pipeline.contracts import drive_stage
 from segcam.pipeline.knobs import knobs_from_config
 from segcam.pipeline.runner import Runner
 from segcam.pipeline.slots import FrameSlot
@@ -81,7 +82,7 @@ def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy, upsa
                 slot.knobs = knobs
             for stages, slot in zip((gpu, cpu), slots):
                 for stage in stages.all():
-                    stage.process(slot)
+                    drive_stage(stage, slot)
             g, c = slots
             assert np.abs(g.mask - c.mask).max() < 1e-4
             assert np.abs(g.composite.astype(int) - c.composite).max() <= 1
@@ -103,6 +104,10 @@ class _MemorySink:
         self.samples: Dict[int, Dict[str, int]] = {}
         self.count = 0
         self.done = threading.Event()
+        self.lossless = False
+
+    def attach(self, host: Any) -> None:
+        pass
 
     def start(self) -> None:
         pass
@@ -245,7 +250,7 @@ def test_device_inference_path_equals_cpu_stages(gpu_ctx, tmp_path):
                 slot.knobs = knobs
             for stages, slot in zip((gpu, cpu), slots):
                 for stage in stages.all():
-                    stage.process(slot)
+                    drive_stage(stage, slot)
             g, c = slots
             assert g.output is None  # never left the device
             assert np.abs(g.mask - c.mask).max() < 1e-4
