@@ -212,9 +212,19 @@ def test_run_keeps_going_when_the_recording_disk_fills(selfie_onnx, small_fs, tm
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "recording stopped:" in errors[0], log
     assert "output.record.min_free_mib" in log and "Traceback" not in log
+    assert f"DEGRADED output file:{full}: recording stopped" in log  # the periodic status line
     assert any("file:" + str(full) in k for k in st["degraded"]), st["degraded"]
     full_st, other_st = st["sinks"][f"file:{full}"], st["sinks"][f"file:{other}"]
     assert "recording stopped" in full_st["error"] and full_st["not_recorded"] > 0
     assert other_st["written"] > full_st["written"] > 0  # the other output kept recording
     assert probe_frames(other) == other_st["written"]
     assert probe_frames(full) >= full_st["written"] - 1  # finished when it stopped
+
+
+def test_systemd_status_names_a_degraded_output() -> None:
+    from segcam.service import format_status
+
+    text = format_status(
+        {"fps": 25.0, "degraded": {"output file:/d/a.mp4": "recording stopped: x"}}
+    )
+    assert text == "25.0 fps | DEGRADED output file:/d/a.mp4: recording stopped: x"
