@@ -228,3 +228,24 @@ def test_systemd_status_names_a_degraded_output() -> None:
         {"fps": 25.0, "degraded": {"output file:/d/a.mp4": "recording stopped: x"}}
     )
     assert text == "25.0 fps | DEGRADED output file:/d/a.mp4: recording stopped: x"
+
+
+def test_syncer_fsyncs_tracked_files_in_its_thread_and_reports_errors(tmp_path) -> None:
+    from segcam.recording.durable import Syncer
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 1000)
+    syncer = Syncer("test")
+    syncer.track(path)
+    syncer.track(tmp_path / "missing.bin")  # cannot be opened: reported, not raised
+    assert "missing.bin" in (syncer.last_error or "")
+    syncer.last_error = None
+    before = syncer.syncs
+    syncer.request()
+    deadline = time.monotonic() + 10
+    while syncer.syncs == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert syncer.syncs > before and syncer.last_error is None
+    syncer.untrack(path)
+    syncer.close(2.0)
+    assert not syncer._fds
