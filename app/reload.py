@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from segcam.config import Config, config_to_dict, load_config
+from segcam.config import Config, config_to_dict, load_config, stream_configs
 from segcam.errors import ConfigError
 from segcam.pipeline.knobs import BACKGROUND_PREFIX, CONFIG_KNOBS, background_knob
 
@@ -90,8 +90,13 @@ def plan_reload(
 ) -> ReloadPlan:
     """Sort the changed keys into live changes and restart-only ones."""
     plan = ReloadPlan()
-    for key, (_, value) in changes.items():
-        if key in CONFIG_KNOBS:
+    for key, (before, value) in changes.items():
+        if key == INPUTS_KEY and live_inputs_change(before, value):
+            # Only the entries' refine/background changed: each stream's knobs follow.
+            plan.knob_keys.extend(k for k in CONFIG_KNOBS if k.startswith("refine."))
+            plan.knob_keys.append(BACKGROUND_PREFIX + "mode")
+            plan.background = True
+        elif key in CONFIG_KNOBS:
             plan.knobs[CONFIG_KNOBS[key]] = value
             plan.knob_keys.append(key)
         elif key.startswith(BACKGROUND_PREFIX):
@@ -106,6 +111,24 @@ def plan_reload(
     if plan.background:
         plan.knobs["background"] = background_knob(new)
     return plan
+
+
+INPUTS_KEY = "inputs"
+_LIVE_INPUT_KEYS = ("refine", "background")
+
+
+def live_inputs_change(before: Any, after: Any) -> bool:
+    """Whether two ``inputs:`` lists differ only in their entries' refine/background."""
+    if not isinstance(before, list) or not isinstance(after, list) or len(before) != len(after):
+        return False
+    for a, b in zip(before, after):
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            return False
+        rest_a = {k: v for k, v in a.items() if k not in _LIVE_INPUT_KEYS}
+        rest_b = {k: v for k, v in b.items() if k not in _LIVE_INPUT_KEYS}
+        if rest_a != rest_b:
+            return False
+    return True
 
 
 def effective_config(old: Config, new: Config, restart_keys: Sequence[str]) -> Config:
@@ -209,7 +232,8 @@ class ConfigReloader:
             from segcam.compose import check_background
 
             try:
-                check_background(new.composite.background)
+                for stream in stream_configs(new):  # every stream's own background
+                    check_background(stream.cfg.composite.background)
             except ConfigError as exc:
                 msg = f"reload rejected, keeping the running config: {exc.message}"
                 log.error("%s%s", msg, f" ({exc.hint})" if exc.hint else "")
@@ -257,8 +281,14 @@ def overrides_from_args(args: Any) -> List[str]:
     ``output.uris`` (JSON is valid YAML, so any URI survives quoting).
     """
     out = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "input", None):
-        out.append("input.uri=" + json.dumps(str(args.input)))
+    inputs = getattr(args, "input", None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if inputs and len(inputs) == 1:
+        out.append("input.uri=" + json.dumps(str(inputs[0])))
+        out.append("inputs=[]")
+    elif inputs:
+        out.append("inputs=" + json.dumps([{"uri": str(u)} for u in inputs]))
     if getattr(args, "output", None):
         out.append("output.uris=" + json.dumps([str(o) for o in args.output]))
     return out

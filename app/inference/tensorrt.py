@@ -472,6 +472,26 @@ class TensorRTBackend:
             why = self._logger.errors[-1] if self._logger.errors else "see the TensorRT log"
             raise BackendError(f"TensorRT execute_async_v3 failed: {why}")
 
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """No recurrent state (profiles with state inputs are refused at load)."""
+        return {}
+
+    def set_state(self, states: Dict[str, np.ndarray]) -> None:
+        """Nothing to restore (see :meth:`get_state`)."""
+
+    @property
+    def max_batch(self) -> int:
+        """1: an engine runs one frame per execution here (several streams share it in turn)."""
+        return 1
+
+    def infer_batch(self, tensors: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``[1, ...]`` stacked input (see :attr:`max_batch`): one :meth:`infer`."""
+        if tensors.shape[0] != 1:
+            raise BackendError(
+                f"this TensorRT engine takes one frame per call, got a batch of {tensors.shape[0]}"
+            )
+        return self.infer(tensors[0:1].reshape(self.input_spec.shape), out=out)
+
     def infer(self, tensor: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Host in, host out (own stream; synchronous). Returns the chosen output, raw."""
         spec_in, spec_out = self.input_spec, self.output_spec

@@ -92,11 +92,14 @@ class Host(Protocol):
     ``report_error``, which decides.
     """
 
-    knobs: Knobs
     stop_event: threading.Event
     first_frame_event: threading.Event
     eos_event: threading.Event
     extensions: List[Extension]
+
+    @property
+    def knobs(self) -> Knobs:
+        """The live knobs (a group of every stream's under a supervisor)."""
 
     @property
     def config(self) -> Config:

@@ -24,6 +24,7 @@ class KnobValues:
     paused: bool = False  # critical heat: no inference, frames pass with the last mask
     pause_mode: str = "last_mask"  # or "background": plain background while paused
     profile_override: Optional[str] = None  # lighter model profile chosen by the governor
+    thermal_level: int = 0  # the governor's state: 0 normal, 1 warm, 2 hot, 3 critical
     threshold: float = 0.5
     soft: bool = True
     feather: int = 0

@@ -400,7 +400,10 @@ class ThermalGovernor:
             if light is not None and state != "normal":
                 light.ensure()  # prepare it while warm, before a hotter state needs it
             name = light.name if light is not None and light.ready else ""
-            self._knobs.update(**knob_changes(action, self._base, self.tcfg, name))
+            changes = knob_changes(action, self._base, self.tcfg, name)
+            # The level lets a host of several streams shed the less important ones first.
+            changes["thermal_level"] = level(state)
+            self._knobs.update(**changes)
 
     def _light_ready(self) -> None:
         # Called by the builder thread: switch now if the current state wants the light model.
