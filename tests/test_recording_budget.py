@@ -249,3 +249,22 @@ def test_syncer_fsyncs_tracked_files_in_its_thread_and_reports_errors(tmp_path) 
     syncer.untrack(path)
     syncer.close(2.0)
     assert not syncer._fds
+
+
+def test_resuming_a_single_file_recording_keeps_what_was_recorded(tmp_path, monkeypatch) -> None:
+    need_pyav()
+    need_ffprobe()
+    out = tmp_path / "one.mp4"
+    rec = SegmentRecorder(out, "auto", _settings(), fps=10)
+    rec.lossless = True
+    rec.start(None, 10.0)
+    for i in range(12):
+        rec.write(_frame(i), None, 0)
+    rec._disk_stop("test: disk full")  # as when the floor is reached
+    monkeypatch.setattr(recorder_mod, "RESUME_CHECK_S", 0.0)
+    rec._next_resume_check = 0.0
+    assert rec.write(_frame(12), None, 0)
+    rec.close()
+    assert probe_frames(out) == 12  # the first file is intact
+    assert rec.last_path != out and rec.last_path.name.startswith("one-")
+    assert probe_frames(rec.last_path) == 1
