@@ -268,3 +268,23 @@ def test_resuming_a_single_file_recording_keeps_what_was_recorded(tmp_path, monk
     assert probe_frames(out) == 12  # the first file is intact
     assert rec.last_path != out and rec.last_path.name.startswith("one-")
     assert probe_frames(rec.last_path) == 1
+
+
+def test_a_full_disk_without_a_floor_stops_recording_on_enospc(small_fs) -> None:
+    """min_free_mib 0: the write itself fails with ENOSPC; one stop, the file still plays."""
+    need_pyav()
+    need_ffprobe()
+    _fill(small_fs, int(0.4 * MIB))
+    stops: List[str] = []
+    out = small_fs / "nofloor.mp4"
+    rec = SegmentRecorder(out, "auto", _settings(min_free_mib=0.0), fps=10, on_stop=stops.append)
+    rec.lossless = True
+    rec.start(None, 10.0)
+    i = 0
+    while rec.stopped is None and i < 400:
+        rec.write(_frame(i), None, 0)
+        i += 1
+    rec.close()
+    assert rec.stopped is not None and "No space left" in rec.stopped, rec.stopped
+    assert len(stops) == 1
+    assert probe_frames(out) >= 5  # everything up to the last fragment that fitted
