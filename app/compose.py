@@ -42,6 +42,7 @@ running pipeline. :func:`check_background` lets a reloader refuse such a config 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -49,6 +50,7 @@ import cv2
 import numpy as np
 
 from segcam.config import BackgroundConfig
+from segcam.coverage import BG, FG, Coverage
 from segcam.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,20 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def shrink(img: np.ndarray, d: int, bufs: Optional[Dict[str, np.ndarray]] = None) -> np.ndarray:
+    """``img`` reduced by ``d`` (1, 2 or 4) to ``(ceil(w / d), ceil(h / d))``: INTER_AREA
+    halvings (OpenCV's exact 2x2 average, ``(a + b + c + d + 2) >> 2``, on even sizes)."""
+    n = 0
+    while d > 1:
+        h, w = img.shape[:2]
+        size = ((w + 1) // 2, (h + 1) // 2)
+        dst = _reuse(bufs, f"half{n}", (size[1], size[0]) + img.shape[2:])
+        img = cv2.resize(img, size, dst=dst, interpolation=cv2.INTER_AREA)
+        d //= 2
+        n += 1
     return img
 
 
@@ -210,6 +226,7 @@ class Compositor:
         self._inv: Optional[np.ndarray] = None
         self._weight: Optional[np.ndarray] = None
         self._scratch: Dict[str, np.ndarray] = {}  # per-frame work arrays, reused
+        self.timings_ms: Dict[str, float] = {}  # the last compose's sub-steps
 
     def follow_knobs(self, knobs: Any) -> None:
         """Apply a run-time ``knobs.background`` change (done by :meth:`compose` itself)."""
@@ -247,14 +264,24 @@ class Compositor:
 
     # ------------------------------------------------------------------ backgrounds
 
-    def background(self, frame: np.ndarray) -> np.ndarray:
-        """The background image for ``frame`` (frame size, BGR uint8)."""
+    def background(self, frame: np.ndarray, into: Optional[np.ndarray] = None) -> np.ndarray:
+        """The background image for ``frame`` (frame size, BGR uint8).
+
+        Backgrounds made per frame (blur, video) are written into ``into`` when given
+        (then the result is ``into``); the others return their cached array.
+        """
         h, w = frame.shape[:2]
         mode = self.cfg.mode
         if mode == "blur":
-            return self._blurred(frame)
+            return self._blurred(frame, into)
         if mode == "video":
-            return _scale_to(self._video.next(), w, h, self.cfg.fit, self._color, self._scratch)
+            bufs = self._scratch
+            if into is not None:
+                bufs["out"] = into
+            bg = _scale_to(self._video.next(), w, h, self.cfg.fit, self._color, bufs)
+            if into is not None:
+                del bufs["out"]
+            return bg
         if mode in ("none", "overlay"):
             return frame
         bg = self._bg_cache.get((w, h))
@@ -267,20 +294,19 @@ class Compositor:
             self._bg_cache = {(w, h): bg}
         return bg
 
-    def _blurred(self, frame: np.ndarray) -> np.ndarray:
+    def _blurred(self, frame: np.ndarray, into: Optional[np.ndarray] = None) -> np.ndarray:
         h, w = frame.shape[:2]
         d, k = blur_plan(self.cfg.blur)
-        key = (w, h)
-        buf = self._bg_cache.get(key)
+        buf = into
         if buf is None:
-            buf = np.empty((h, w, 3), dtype=np.uint8)
-            self._bg_cache = {key: buf}
+            buf = self._bg_cache.get((w, h))
+            if buf is None:
+                buf = np.empty((h, w, 3), dtype=np.uint8)
+                self._bg_cache = {(w, h): buf}
         if d == 1:
             return cv2.GaussianBlur(frame, (k, k), 0, dst=buf)
-        small = cv2.resize(
-            frame, ((w + d - 1) // d, (h + d - 1) // d), interpolation=cv2.INTER_AREA
-        )
-        small = cv2.GaussianBlur(small, (k, k), 0)
+        small = shrink(frame, d, self._scratch)
+        small = cv2.GaussianBlur(small, (k, k), 0, dst=_reuse(self._scratch, "blur", small.shape))
         return cv2.resize(small, (w, h), dst=buf, interpolation=cv2.INTER_LINEAR)
 
     # ------------------------------------------------------------------ compose
@@ -291,12 +317,17 @@ class Compositor:
         mask: np.ndarray,
         knobs: Any = None,
         out: Optional[np.ndarray] = None,
+        coverage: Optional[Coverage] = None,
     ) -> np.ndarray:
         """Blend ``frame_bgr`` over the background with ``mask``; return uint8 BGR.
 
         ``mask`` is HxW float32 in [0, 1] at frame size. Writes into ``out`` when given.
+        ``coverage`` (:class:`segcam.coverage.Coverage` of this mask, as
+        :attr:`segcam.refine.MaskRefiner.coverage` gives it) limits the blend to the mixed
+        runs; background and person runs are copied.
         """
         self.follow_knobs(knobs)
+        self.timings_ms = {}
         h, w = frame_bgr.shape[:2]
         if mask.shape != (h, w):
             raise PipelineError(
@@ -313,11 +344,42 @@ class Compositor:
             return self._overlay(frame_bgr, mask, knobs, out)
         if mask.dtype != np.float32:
             mask = mask.astype(np.float32)
-        bg = self.background(frame_bgr)
         if self._inv is None or self._inv.shape != mask.shape:
             self._inv = np.empty_like(mask)
-        np.subtract(np.float32(1.0), mask, out=self._inv)
-        return cv2.blendLinear(frame_bgr, bg, mask, self._inv, dst=out)
+        t0 = time.perf_counter()
+        if coverage is None or coverage.shape != (h, w):
+            bg = self.background(frame_bgr)
+            t1 = time.perf_counter()
+            np.subtract(np.float32(1.0), mask, out=self._inv)
+            cv2.blendLinear(frame_bgr, bg, mask, self._inv, dst=out)
+        else:
+            bg = self.background(frame_bgr, into=out)
+            t1 = time.perf_counter()
+            self._blend_runs(frame_bgr, bg, mask, coverage, out)
+        self.timings_ms = {"background": (t1 - t0) * 1e3, "blend": (time.perf_counter() - t1) * 1e3}
+        return out
+
+    def _blend_runs(
+        self, fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, cov: Coverage, out: np.ndarray
+    ) -> None:
+        """Copy background / person runs, blend only the mixed ones (see segcam.coverage)."""
+        bg_in_out = bg is out  # a per-frame background was written straight into out
+        inv = self._inv
+        for b, runs in enumerate(cov.runs):
+            y0, y1 = cov.rows(b)
+            for x0, x1, kind in runs:
+                if kind == BG:
+                    if not bg_in_out:
+                        np.copyto(out[y0:y1, x0:x1], bg[y0:y1, x0:x1])
+                elif kind == FG:
+                    np.copyto(out[y0:y1, x0:x1], fg[y0:y1, x0:x1])
+                else:
+                    m = mask[y0:y1, x0:x1]
+                    i = np.subtract(np.float32(1.0), m, out=inv[y0:y1, x0:x1])
+                    src = out if bg_in_out else bg
+                    cv2.blendLinear(
+                        fg[y0:y1, x0:x1], src[y0:y1, x0:x1], m, i, dst=out[y0:y1, x0:x1]
+                    )
 
     def _overlay(
         self, frame: np.ndarray, mask: np.ndarray, knobs: Any, out: np.ndarray
@@ -370,4 +432,4 @@ def blend_reference(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndar
     return np.floor(v + np.float32(0.5)).clip(0, 255).astype(np.uint8)
 
 
-__all__ = ["Compositor", "blend_reference", "blur_plan", "check_background"]
+__all__ = ["Compositor", "blend_reference", "blur_plan", "check_background", "shrink"]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from segcam.coverage import BG, Coverage
 from segcam.errors import GpuError
 from segcam.pipeline.slots import FrameSlot, ensure_buffer
 
@@ -157,15 +158,21 @@ class CpuComposite(Stage):
         t1 = time.perf_counter()
         slot.mask = ensure_buffer(slot.mask, hw, np.float32)
         self.refiner.refine(prob, hw, knobs, out=slot.mask)
+        coverage = self.refiner.coverage
         if knobs is not None and knobs.paused and knobs.pause_mode == "background":
             slot.mask.fill(0.0)
+            coverage = Coverage.uniform(hw, BG)
         t2 = time.perf_counter()
         slot.composite = ensure_buffer(slot.composite, frame.shape, np.uint8)
-        self.compositor.compose(frame, slot.mask, knobs, out=slot.composite)
+        self.compositor.compose(frame, slot.mask, knobs, out=slot.composite, coverage=coverage)
         t3 = time.perf_counter()
-        slot.timings_ms["composite/postprocess"] = (t1 - t0) * 1e3
-        slot.timings_ms["composite/refine"] = (t2 - t1) * 1e3
-        slot.timings_ms["composite/compose"] = (t3 - t2) * 1e3
+        timings = slot.timings_ms
+        timings["composite/postprocess"] = (t1 - t0) * 1e3
+        timings["composite/refine"] = (t2 - t1) * 1e3
+        timings["composite/compose"] = (t3 - t2) * 1e3
+        for part in (self.refiner.timings_ms, self.compositor.timings_ms):
+            for step, ms in part.items():
+                timings["composite/" + step] = ms
 
     def reset(self) -> None:
         """Forget temporal state (new scene, reloaded model)."""
