@@ -51,7 +51,6 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-@pytest.mark.parametrize("zero_copy", [False, True], ids=["copies", "mapped-zero-copy"])
 def _masks_agree(a: np.ndarray, b: np.ndarray) -> bool:
     """Within 1e-4, or on either side of the snap bound (1/512 of 0 or 1) by float rounding."""
     d = np.abs(a - b)
@@ -59,6 +58,7 @@ def _masks_agree(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(((d < 1e-4) | ((np.abs(near) < 1e-5) & (np.abs(d - SNAP) < 1e-5))).all())
 
 
+@pytest.mark.parametrize("zero_copy", [False, True], ids=["copies", "mapped-zero-copy"])
 def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy):
     """Frame by frame, the GPU stage set produces the CPU stage set's composite and mask.
 
