@@ -30,7 +30,7 @@ SNAP = np.float32(1.0 / 512.0)
 # float rounding of the bilinear and Gaussian weights (which sum to 1 within 1e-6).
 PURE_LOW = np.float32(SNAP * 0.999)
 PURE_HIGH = np.float32(1.0 - SNAP * 0.999)
-BAND = 32  # frame rows per band
+BAND = 64  # frame rows per band (taller: fewer runs to visit, a wider mixed share)
 MIN_RUN = 32  # pure runs shorter than this (between others) are merged into MIX runs
 
 Run = Tuple[int, int, int]  # x0, x1 (exclusive), kind

@@ -35,6 +35,20 @@ with: HxW float32 in [0, 1] at frame size. Steps, in order (the GPU path reprodu
    enlarged back with ``INTER_LINEAR``. The ``- 1/4`` takes out the variance (in reduced
    pixels squared) that the box shrink (1/12) and the bilinear enlargement (1/6) add, so
    the result stays within a few percent of the full-size blur.
+6. **Clip and snap**: clip to [0, 1], then values ``<= SNAP`` become 0 and values
+   ``>= 1 - SNAP`` become 1 (``SNAP = 1/512``, :data:`segcam.coverage.SNAP`): less than
+   half a grey level, so the blend is exactly the background (person) there either way.
+
+Steps 3-6 are computed only where they can give something other than exactly 0 or 1. All
+of them are convex (bilinear weights, Gaussian taps, threshold of the contributors), so
+:func:`segcam.coverage.classify` finds, from the model-resolution mask alone, the row bands
+and column runs whose result is exactly 0 (every contributor below the snap bound, or at
+most the threshold) or exactly 1; those are filled, and only the mixed runs (the edges, a
+few percent of a frame) are thresholded, feathered (with the feather's margin around the
+run, so the result equals the whole-frame blur there) and snapped. The upsample itself is
+one ``cv2.resize`` of the whole frame (one vectorised pass); the reduced-size feather
+(r > 6) runs on the whole frame. :attr:`MaskRefiner.coverage` hands the runs to the
+compositor, which then copies instead of blending outside the mixed runs.
 
 Knob values (``threshold``, ``soft``, ``feather``, ``smoothing``, ``min_blob_area`` of
 :class:`segcam.pipeline.knobs.KnobValues`) override the config per call, so reload and the
@@ -274,13 +288,14 @@ class MaskRefiner:
             feather(src, p.feather, out=out)
             snap(out)
         else:
+            out.fill(0.0)  # one memset; background runs need nothing more
             for b, runs in enumerate(cov.runs):
                 y0, y1 = cov.rows(b)
                 for x0, x1, kind in runs:
                     if kind == MIX:
                         self._mixed(up, out, y0, y1, x0, x1, p)
-                    else:
-                        out[y0:y1, x0:x1] = 1.0 if kind == FG else 0.0
+                    elif kind == FG:
+                        out[y0:y1, x0:x1] = 1.0
         self.coverage = cov
         t2 = time.perf_counter()
         self.timings_ms = {"plan": (t1 - t0) * 1e3, "mask": (t2 - t1) * 1e3}
