@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 
 from segcam.config import BackgroundConfig
-from segcam.coverage import BG, FG, Coverage
+from segcam.coverage import BG, FG, MIX, Coverage
 from segcam.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ class Compositor:
             np.copyto(out, frame_bgr)
             return out
         if mode == "overlay":
-            return self._overlay(frame_bgr, mask, knobs, out)
+            return self._overlay(frame_bgr, mask, knobs, out, coverage)
         if mask.dtype != np.float32:
             mask = mask.astype(np.float32)
         if self._inv is None or self._inv.shape != mask.shape:
@@ -392,7 +392,12 @@ class Compositor:
                     )
 
     def _overlay(
-        self, frame: np.ndarray, mask: np.ndarray, knobs: Any, out: np.ndarray
+        self,
+        frame: np.ndarray,
+        mask: np.ndarray,
+        knobs: Any,
+        out: np.ndarray,
+        coverage: Optional[Coverage] = None,
     ) -> np.ndarray:
         threshold = float(getattr(knobs, "threshold", 0.5)) if knobs is not None else 0.5
         h, w = mask.shape
@@ -405,9 +410,21 @@ class Compositor:
             self._inv = np.empty_like(mask, dtype=np.float32)
         if self._weight is None or self._weight.shape != mask.shape:
             self._weight = np.empty_like(mask, dtype=np.float32)
-        weight = np.multiply(mask, np.float32(OVERLAY_ALPHA), out=self._weight, dtype=np.float32)
-        inv = np.subtract(np.float32(1.0), weight, out=self._inv)
-        cv2.blendLinear(tint, frame, weight, inv, dst=out)
+        if coverage is None or coverage.shape != mask.shape:
+            spans = [(0, h, ((0, w, MIX),))]
+        else:
+            spans = [coverage.rows(b) + (runs,) for b, runs in enumerate(coverage.runs)]
+        for y0, y1, runs in spans:
+            for x0, x1, kind in runs:
+                if kind == BG:  # no tint: the frame itself
+                    np.copyto(out[y0:y1, x0:x1], frame[y0:y1, x0:x1])
+                    continue
+                m = mask[y0:y1, x0:x1]
+                wt = np.multiply(m, np.float32(OVERLAY_ALPHA), out=self._weight[y0:y1, x0:x1])
+                inv = np.subtract(np.float32(1.0), wt, out=self._inv[y0:y1, x0:x1])
+                cv2.blendLinear(
+                    tint[y0:y1, x0:x1], frame[y0:y1, x0:x1], wt, inv, dst=out[y0:y1, x0:x1]
+                )
         # Outline: morphological gradient (dilate - erode, 3x3) of the thresholded mask,
         # a 2-pixel band whose cost does not depend on how ragged the mask is.
         above = self._scratch.get("above")

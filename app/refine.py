@@ -262,7 +262,7 @@ class MaskRefiner:
             )
         smooth_ms = (time.perf_counter() - t0) * 1e3
         self._compute(p, out)
-        self.timings_ms["smooth"] = smooth_ms
+        self.timings_ms = {"smooth": smooth_ms, **self.timings_ms}
         return out
 
     def _compute(self, p: RefineParams, out: np.ndarray) -> np.ndarray:
