@@ -23,8 +23,11 @@ with: HxW float32 in [0, 1] at frame size. Steps, in order (the GPU path reprodu
    ``min_blob_area * h * w`` are removed by setting their pixels, dilated by one pixel
    (3x3), to 0. Done at model resolution: the area fraction does not depend on the
    resolution, and it costs microseconds instead of ~15 ms at 1080p.
-3. **Upsample** to the frame: ``cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)``
-   on float32 (half-pixel centres, border replicate, float weights).
+3. **Upsample** to the frame (``upsample`` in the refine config): ``bilinear`` is
+   ``cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)`` on float32 (half-pixel
+   centres, border replicate, float weights); ``guided`` is the edge-aware upsampling of
+   :mod:`segcam.guided` (``guided_radius``, ``guided_eps``), which needs the frame itself
+   (``refine(..., guide=frame)``).
 4. **Threshold** unless ``soft``: ``m = 1.0 if m > threshold else 0.0``.
 5. **Feather** (``feather`` = r pixels at frame size, 0 = off): Gaussian blur with
    ``sigma = r / 2`` and kernel size ``2 * r + 1``, ``cv2.BORDER_REPLICATE``. For r up to
@@ -47,8 +50,9 @@ most the threshold) or exactly 1; those are filled, and only the mixed runs (the
 few percent of a frame) are thresholded, feathered (with the feather's margin around the
 run, so the result equals the whole-frame blur there) and snapped. The upsample itself is
 one ``cv2.resize`` of the whole frame (one vectorised pass); the reduced-size feather
-(r > 6) runs on the whole frame. :attr:`MaskRefiner.coverage` hands the runs to the
-compositor, which then copies instead of blending outside the mixed runs.
+(r > 6) and everything after a ``guided`` upsample (not convex) run on the whole frame.
+:attr:`MaskRefiner.coverage` hands the runs to the compositor (None after a guided
+upsample), which then copies instead of blending outside the mixed runs.
 
 Knob values (``threshold``, ``soft``, ``feather``, ``smoothing``, ``min_blob_area`` of
 :class:`segcam.pipeline.knobs.KnobValues`) override the config per call, so reload and the
@@ -67,6 +71,7 @@ import numpy as np
 
 from segcam.coverage import FG, MIX, SNAP, Coverage, classify
 from segcam.errors import PipelineError
+from segcam.guided import GuidedUpsampler
 
 FULL_RES_FEATHER_MAX = 6  # feather radius (px) above which the blur runs at reduced size
 _EPS = np.float32(1e-6)
@@ -199,10 +204,14 @@ class MaskRefiner:
         self._tmp: Optional[np.ndarray] = None
         self._bufs: Dict[str, np.ndarray] = {}
         self._scratch: Tuple[np.ndarray, ...] = ()
-        # Of the last refine: where its mask is exactly 0, exactly 1 or in between (the
-        # compositor copies instead of blending there), and its sub-step times.
+        # Of the last refine: where its mask is exactly 0, exactly 1 or in between (None
+        # when unknown; the compositor copies instead of blending there), and its
+        # sub-step times.
         self.coverage: Optional[Coverage] = None
         self.timings_ms: Dict[str, float] = {}
+        self._guided: Optional[GuidedUpsampler] = None
+        if refine_cfg.upsample == "guided":
+            self._guided = GuidedUpsampler(refine_cfg.guided_radius, refine_cfg.guided_eps)
 
     def reset(self) -> None:
         """Forget the history (new scene, new model, source reconnected)."""
@@ -241,11 +250,13 @@ class MaskRefiner:
         frame_hw: Tuple[int, int],
         knobs: Any = None,
         out: Optional[np.ndarray] = None,
+        guide: Optional[np.ndarray] = None,
     ) -> np.ndarray:
         """Refine a new probability map (or re-emit the last one when ``None``).
 
         ``frame_hw`` is (height, width) of the frame; ``knobs`` a KnobValues (or None for
-        the config). Returns HxW float32 in [0, 1] at frame size.
+        the config); ``guide`` the BGR frame itself (needed by ``upsample: guided``).
+        Returns HxW float32 in [0, 1] at frame size.
         """
         p = params_from(self.cfg, knobs)
         t0 = time.perf_counter()
@@ -260,46 +271,70 @@ class MaskRefiner:
             raise PipelineError(
                 f"refine output buffer is {out.dtype} {out.shape}, expected float32 {(h, w)}"
             )
+        if self._guided is not None:
+            if guide is None or guide.shape[:2] != (h, w):
+                raise PipelineError(
+                    "refine.upsample: guided needs the frame as guide "
+                    f"(got {None if guide is None else guide.shape}, frame {(h, w)})"
+                )
         smooth_ms = (time.perf_counter() - t0) * 1e3
-        self._compute(p, out)
+        self._compute(p, out, guide)
         self.timings_ms = {"smooth": smooth_ms, **self.timings_ms}
         return out
 
-    def _compute(self, p: RefineParams, out: np.ndarray) -> np.ndarray:
+    def _compute(
+        self, p: RefineParams, out: np.ndarray, guide: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         t0 = time.perf_counter()
         h, w = out.shape
         low = self._state
         assert low is not None
         if p.min_blob_area > 0.0:
             low = remove_small_blobs(low.copy(), p.threshold, p.min_blob_area)
-        cov = classify(low, (h, w), p.soft, p.threshold, feather_support(p.feather))
-        t1 = time.perf_counter()
-        if low.shape == (h, w):
-            up = low
-        else:
+        if self._guided is not None and guide is not None:
+            # The guided filter is not convex (a local linear model of the frame): no
+            # coverage, every step on the whole frame.
+            t1 = time.perf_counter()
             up = self._buffer("up", (h, w))
-            cv2.resize(low, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)
-        if p.feather > FULL_RES_FEATHER_MAX:
-            # The reduced-size feather works on the whole frame (its shrink has a phase).
-            src = up
-            if not p.soft:
-                src = self._buffer("hard", (h, w))
-                cv2.threshold(up, p.threshold, 1.0, cv2.THRESH_BINARY, dst=src)
-            feather(src, p.feather, out=out)
-            snap(out)
+            self._guided(low, guide, out=up)
+            self._whole_frame(up, out, p)
+            self.coverage = None
         else:
-            out.fill(0.0)  # one memset; background runs need nothing more
-            for b, runs in enumerate(cov.runs):
-                y0, y1 = cov.rows(b)
-                for x0, x1, kind in runs:
-                    if kind == MIX:
-                        self._mixed(up, out, y0, y1, x0, x1, p)
-                    elif kind == FG:
-                        out[y0:y1, x0:x1] = 1.0
-        self.coverage = cov
+            cov = classify(low, (h, w), p.soft, p.threshold, feather_support(p.feather))
+            t1 = time.perf_counter()
+            if low.shape == (h, w):
+                up = low
+            else:
+                up = self._buffer("up", (h, w))
+                cv2.resize(low, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)
+            if p.feather > FULL_RES_FEATHER_MAX:
+                # The reduced-size feather works on the whole frame (its shrink has a phase).
+                self._whole_frame(up, out, p)
+            else:
+                out.fill(0.0)  # one memset; background runs need nothing more
+                for b, runs in enumerate(cov.runs):
+                    y0, y1 = cov.rows(b)
+                    for x0, x1, kind in runs:
+                        if kind == MIX:
+                            self._mixed(up, out, y0, y1, x0, x1, p)
+                        elif kind == FG:
+                            out[y0:y1, x0:x1] = 1.0
+            self.coverage = cov
         t2 = time.perf_counter()
         self.timings_ms = {"plan": (t1 - t0) * 1e3, "mask": (t2 - t1) * 1e3}
         return out
+
+    def _whole_frame(self, up: np.ndarray, out: np.ndarray, p: RefineParams) -> None:
+        """Steps 4-6 on the whole frame: threshold, feather, clip and snap ``up`` into ``out``."""
+        src = up
+        if not p.soft:
+            src = self._buffer("hard", up.shape)
+            cv2.threshold(up, p.threshold, 1.0, cv2.THRESH_BINARY, dst=src)
+        if p.feather > 0:
+            feather(src, p.feather, out=out)
+        else:
+            np.copyto(out, src)
+        snap(out)
 
     @staticmethod
     def _mixed(

@@ -171,7 +171,7 @@ def test_cubin_path_names_kernel_and_arch(tmp_path):
 
 def test_kernel_sources_ship_with_the_package():
     names = sorted(p.stem for p in Path(KERNEL_DIR).glob("*.cu"))
-    assert names == ["composite", "preprocess"]
+    assert names == ["composite", "guided", "preprocess"]
     assert 'extern "C" __global__ void preprocess_bilinear_u8' in kernel_source("preprocess")
     with pytest.raises(GpuError, match="unreadable"):
         kernel_source("no-such-kernel")

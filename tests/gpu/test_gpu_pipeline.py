@@ -20,6 +20,7 @@ from segcam.gpu.memory import LEDGER
 from segcam.gpu.stages import build_gpu_stages
 from segcam.inference.onnxruntime import OnnxRuntimeBackend
 from segcam.inference.profile import load_profile
+from segcam.pipeline.contracts import drive_stage
 from segcam.pipeline.knobs import knobs_from_config
 from segcam.pipeline.runner import Runner
 from segcam.pipeline.slots import FrameSlot
@@ -58,14 +59,18 @@ def _masks_agree(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(((d < 1e-4) | ((np.abs(near) < 1e-5) & (np.abs(d - SNAP) < 1e-5))).all())
 
 
+@pytest.mark.parametrize("upsample", ["bilinear", "guided"])
 @pytest.mark.parametrize("zero_copy", [False, True], ids=["copies", "mapped-zero-copy"])
-def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy):
+def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy, upsample):
     """Frame by frame, the GPU stage set produces the CPU stage set's composite and mask.
 
     ``mapped-zero-copy`` runs the integrated-GPU (Jetson) path on this GPU: the kernels
-    read the frame from mapped pinned host memory, with no copy.
+    read the frame from mapped pinned host memory, with no copy. ``guided``: the
+    edge-aware upsampling (kernels/guided.cu) instead of the bilinear one.
     """
-    cfg = _config(tmp_path, **{"input.width": 643, "input.height": 361})
+    cfg = _config(
+        tmp_path, **{"input.width": 643, "input.height": 361, "refine.upsample": upsample}
+    )
     live_before = LEDGER.live()
     source = open_source(cfg.input)
     source.open()
@@ -85,7 +90,7 @@ def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy):
                 slot.knobs = knobs
             for stages, slot in zip((gpu, cpu), slots):
                 for stage in stages.all():
-                    stage.process(slot)
+                    drive_stage(stage, slot)
             g, c = slots
             assert _masks_agree(g.mask, c.mask)
             assert np.abs(g.composite.astype(int) - c.composite).max() <= 1
@@ -107,6 +112,10 @@ class _MemorySink:
         self.samples: Dict[int, Dict[str, int]] = {}
         self.count = 0
         self.done = threading.Event()
+        self.lossless = False
+
+    def attach(self, host: Any) -> None:
+        pass
 
     def start(self) -> None:
         pass
@@ -249,7 +258,7 @@ def test_device_inference_path_equals_cpu_stages(gpu_ctx, tmp_path):
                 slot.knobs = knobs
             for stages, slot in zip((gpu, cpu), slots):
                 for stage in stages.all():
-                    stage.process(slot)
+                    drive_stage(stage, slot)
             g, c = slots
             assert g.output is None  # never left the device
             assert _masks_agree(g.mask, c.mask)
