@@ -92,9 +92,10 @@ def bench_size(w: int, h: int, prof, runs: int, rng: np.random.Generator) -> Non
         ("compose none", BackgroundConfig(mode="none")),
         ("compose overlay", BackgroundConfig(mode="overlay")),
     ]
+    cov = reuse.coverage  # the mask above is reuse's: compose as the pipeline calls it
     for name, bc in modes:
         comp = Compositor(bc)
-        row(name, timeit(lambda comp=comp: comp.compose(frame, mask, out=out), runs))
+        row(name, timeit(lambda comp=comp: comp.compose(frame, mask, out=out, coverage=cov), runs))
 
 
 def main() -> int:

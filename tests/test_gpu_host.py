@@ -218,7 +218,8 @@ def test_fixed_point_gaussian_reproduces_opencv(k):
 
 @pytest.mark.parametrize("blur,size", [(21, (1280, 720)), (9, (640, 480)), (5, (333, 211))])
 def test_blur_background_chain_reproduces_the_compositor(blur, size):
-    """area /d (integer) -> fixed-point Gaussian -> uint8 bilinear x d, as the kernels do."""
+    """area /d (integer; /4 as two 2x2 halvings) -> fixed-point Gaussian -> uint8 bilinear
+    x d, as the kernels do."""
     from segcam.compose import Compositor
     from segcam.gpu.composite import blur_plan
 
@@ -229,8 +230,11 @@ def test_blur_background_chain_reproduces_the_compositor(blur, size):
     if d == 1:
         small = frame
     else:
-        s = frame.astype(np.int64).reshape(h // d, d, w // d, d, 3).sum(axis=(1, 3))
-        small = ((s + 2) >> 2) if d == 2 else np.rint(s.astype(np.float32) / np.float32(d * d))
+        small = frame.astype(np.int64)
+        for _ in range(d // 2):  # d = 2: one halving, d = 4: two
+            hh, ww = small.shape[:2]
+            s = small.reshape(hh // 2, 2, ww // 2, 2, 3).sum(axis=(1, 3))
+            small = (s + 2) >> 2
         small = small.astype(np.uint8)
     got = emulate_gauss_u8(small, k)
     if d > 1:

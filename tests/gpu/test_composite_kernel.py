@@ -10,6 +10,7 @@ import pytest
 
 from segcam.compose import Compositor
 from segcam.config import BackgroundConfig, RefineConfig
+from segcam.coverage import SNAP
 from segcam.gpu.composite import GpuCompositor
 from segcam.gpu.memory import DeviceBuffer
 from segcam.pipeline.knobs import KnobValues
@@ -100,7 +101,10 @@ def _check(results, mask_tol=2e-5, allow_flips=0.0):
     for comp, mask, want, want_mask in results:
         assert np.isfinite(mask).all(), "mask pixels left unwritten"
         dm = np.abs(mask - want_mask)
-        bad = dm > mask_tol
+        # float rounding may put a value on either side of the snap bound (1/512 of 0 or 1)
+        near = np.minimum(np.minimum(mask, want_mask), 1.0 - np.maximum(mask, want_mask))
+        flip = (np.abs(near) < 1e-5) & (np.abs(dm - SNAP) < 1e-5)
+        bad = (dm > mask_tol) & ~flip
         assert bad.mean() <= allow_flips, f"mask max err {dm.max()} on {bad.sum()} px"
         dc = np.abs(comp.astype(np.int16) - want.astype(np.int16))
         if allow_flips:
