@@ -391,15 +391,22 @@ class DisplaySink(ThreadedSink):
     def _open(self) -> None:
         require_display(self.uri)
 
-    def _make_window(self) -> None:
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+    def _make_window(self, width: int, height: int) -> None:
+        # GUI_NORMAL: the picture only (Qt builds otherwise add a toolbar and a status
+        # bar); KEEPRATIO: a resized or fullscreen window letterboxes instead of stretching.
+        flags = cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL
+        cv2.namedWindow(self.title, flags)
         if self.fullscreen:
             cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        else:
+            # A resizable window opens at the toolkit's default size (400x300 in Qt),
+            # not the frame's: start at 1:1.
+            cv2.resizeWindow(self.title, width, height)
         self._window = True
 
     def _write(self, item: SinkFrame) -> None:
         if not self._window:
-            self._make_window()
+            self._make_window(item.frame.shape[1], item.frame.shape[0])
         cv2.imshow(self.title, item.frame)
         self._keys()
 
