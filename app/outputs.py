@@ -371,8 +371,9 @@ def require_display(uri: str) -> None:
         raise OutputError(
             f"{uri} cannot open a window: {why}",
             "use --output file://out.mp4 or http://127.0.0.1:8080 (browser preview); for "
-            "windows on a desktop: pip uninstall -y opencv-python-headless && "
-            "pip install opencv-python (a Jetson's JetPack OpenCV has windows already)",
+            "windows on a desktop install segcam's gui extra in place of headless: "
+            "pip uninstall -y opencv-python-headless && pip install -e '.[gui]' "
+            "(a Jetson's JetPack OpenCV has windows already)",
         )
 
 

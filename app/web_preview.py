@@ -63,7 +63,8 @@ function poll() {
       show("fps", s.fps.toFixed(1) + " fps");
       show("frames", "frame " + s.frames);
       show("drops", "drops " + s.drops);
-      show("temp", s.temperature_c === null ? "no temperature" : s.temperature_c.toFixed(1) + " \u00b0C");
+      show("temp", s.temperature_c === null ? "no temperature"
+                                            : s.temperature_c.toFixed(1) + " \u00b0C");
       show("governor", "governor " + (s.governor === null ? "off" : s.governor));
       show("viewers", s.viewers + (s.viewers === 1 ? " viewer" : " viewers"));
     })

@@ -30,7 +30,7 @@ SYSTEM_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 
 def require_tools(tools: Dict[str, str]) -> None:
     """Skip unless every executable is on PATH; ``tools`` maps name -> Debian package."""
-    missing = [f"{name} (apt-get install {pkg})" for name, pkg in tools.items() if not shutil.which(name)]
+    missing = [f"{n} (apt-get install {pkg})" for n, pkg in tools.items() if not shutil.which(n)]
     if missing:
         pytest.skip("needs " + ", ".join(missing))
 
@@ -267,7 +267,8 @@ class Segcam:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"segcam still running after {timeout} s:\n{self.text()}") from None
+            log = self.text()
+            raise AssertionError(f"segcam still running after {timeout} s:\n{log}") from None
         self._reader.join(5)
         return rc
 
@@ -284,4 +285,3 @@ class Segcam:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -131,7 +131,7 @@ def test_several_viewers_and_a_closed_tab_is_cleaned_up(browser, preview, tmp_pa
         assert tab.wait_for(PLAYING) == WIDTH
     _wait_viewers(preview, 3)
     for tab in tabs:
-        tab.wait_for("/3 viewers/.test(%s)" % PANEL)
+        tab.wait_for(f"/3 viewers/.test({PANEL})")
 
     # every tab keeps receiving frames while the others watch
     before: List[int] = [tab.wait_for(FRAME_NO) for tab in tabs]
@@ -144,7 +144,7 @@ def test_several_viewers_and_a_closed_tab_is_cleaned_up(browser, preview, tmp_pa
     tabs[0].close()
     tabs[1].close()
     left_after = _wait_viewers(preview, 1)
-    tabs[2].wait_for("/1 viewer\\b/.test(%s)" % PANEL)
+    tabs[2].wait_for(f"/1 viewer\\b/.test({PANEL})")
     tabs[2].close()
     _wait_viewers(preview, 0)
     assert left_after < 5, f"closed tabs were counted for {left_after:.1f} s"

@@ -14,13 +14,7 @@ from typing import List
 import cv2
 import numpy as np
 import pytest
-from system_env import (  # noqa: F401 - fixtures
-    Segcam,
-    XServer,
-    system_cv2_build,
-    system_opencv_venv,
-    xserver,
-)
+from system_env import Segcam, XServer
 
 pytestmark = pytest.mark.system
 
@@ -86,7 +80,8 @@ def test_window_shows_the_composite_and_quit_key_ends_the_run(
 ):
     video = tmp_path / "out.avi"
     args = _args(selfie_onnx, still, video)
-    with Segcam(system_opencv_venv / "bin" / "python", args, tmp_path, _env(xserver, tmp_path)) as run:
+    python = system_opencv_venv / "bin" / "python"
+    with Segcam(python, args, tmp_path, _env(xserver, tmp_path)) as run:
         window = xserver.find_window(TITLE)
         run.wait_for("fps ", 120)  # the first status line: frames are flowing
         time.sleep(1.0)
@@ -126,7 +121,8 @@ def test_fullscreen_window_covers_the_screen_letterboxed(
 ):
     video = tmp_path / "out.avi"
     args = _args(selfie_onnx, still, video, "--set", "output.display.fullscreen=true")
-    with Segcam(system_opencv_venv / "bin" / "python", args, tmp_path, _env(xserver, tmp_path)) as run:
+    python = system_opencv_venv / "bin" / "python"
+    with Segcam(python, args, tmp_path, _env(xserver, tmp_path)) as run:
         window = xserver.find_window(TITLE)
         run.wait_for("fps ", 120)
         time.sleep(1.0)
@@ -137,7 +133,8 @@ def test_fullscreen_window_covers_the_screen_letterboxed(
         rc = run.wait(15)
     assert rc == 0, run.text()
     assert "_NET_WM_STATE_FULLSCREEN" in state, state
-    assert (geo["X"], geo["Y"], geo["WIDTH"], geo["HEIGHT"]) == (0, 0, xserver.width, xserver.height)
+    screen = (0, 0, xserver.width, xserver.height)
+    assert (geo["X"], geo["Y"], geo["WIDTH"], geo["HEIGHT"]) == screen
 
     # the picture keeps its aspect ratio: scaled to the screen's height, centred
     h, w = portrait_bgr.shape[:2]

@@ -18,12 +18,7 @@ from typing import Any, Dict, List
 import cv2
 import numpy as np
 import pytest
-from system_env import (  # noqa: F401 - fixtures
-    SYSTEM_DIST_PACKAGES,
-    Segcam,
-    system_cv2_build,
-    system_opencv_venv,
-)
+from system_env import SYSTEM_DIST_PACKAGES, Segcam
 
 pytestmark = pytest.mark.system
 
@@ -118,8 +113,7 @@ def test_gst_file_through_decodebin(system_opencv_venv, tmp_path, selfie_onnx, p
         writer.write(np.roll(portrait_bgr, 4 * i, axis=1))
     writer.release()
     uri = (
-        f"gst:filesrc location={clip} ! decodebin ! videoconvert ! "
-        "video/x-raw,format=BGR ! appsink"
+        f"gst:filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink"
     )
     stats = _run(system_opencv_venv, tmp_path, selfie_onnx, uri)
     assert stats["frames_completed"] == 25, stats["source"]
