@@ -31,6 +31,8 @@ from segcam.outputs import SinkFrame, ThreadedSink
 log = logging.getLogger("segcam.output")
 
 BOUNDARY = "segcamframe"
+# Every path the server answers (the 404 page lists them).
+ROUTES = ("/", "/stream.mjpg", "/snapshot.jpg", "/status.json")
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>segcam</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -148,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps(self.server.sink.status(), default=str).encode()
             self._send(200, "application/json", body)
         else:
-            self._send(404, "text/plain", b"not found: try / or /stream.mjpg\n")
+            self._send(404, "text/plain", f"not found: try {', '.join(ROUTES)}\n".encode())
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
@@ -122,9 +123,9 @@ def test_gst_file_through_decodebin(system_opencv_venv, tmp_path, selfie_onnx, p
 
 
 def _csi_check(venv: Path, mode: str, typo: str = "") -> Dict[str, Any]:
-    env = dict(os.environ, CSI_TYPO=typo)
+    env = dict(os.environ, GST_TYPO=typo)
     out = subprocess.run(
-        [str(venv / "bin" / "python"), str(HERE / "gst_csi_check.py"), mode, "1280", "720", "30"],
+        [str(venv / "bin" / "python"), str(HERE / "gst_check.py"), mode, "1280", "720", "30"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -137,18 +138,18 @@ def _csi_check(venv: Path, mode: str, typo: str = "") -> Dict[str, Any]:
 
 
 def test_csi_pipeline_string_is_parsed_by_gstreamer(system_opencv_venv):
-    results = _csi_check(system_opencv_venv, "parse")
+    results = _csi_check(system_opencv_venv, "csi-parse")
     assert set(results) == {"none", "horizontal", "vertical", "both"}
     for flip, entry in results.items():
         assert entry["ok"], f"{flip}: {entry}"
     # the check can fail: a typo in a caps type, an element or a property name is refused
     for typo in ("(fraction)=>(fractoin)", "videoconvert=>videoconvrt", "flip-method=>flip-mode"):
-        broken = _csi_check(system_opencv_venv, "parse", typo)
+        broken = _csi_check(system_opencv_venv, "csi-parse", typo)
         assert not broken["none"]["ok"], f"{typo} was accepted: {broken['none']}"
 
 
 def test_csi_pipeline_plays_with_a_test_source(system_opencv_venv):
-    results = _csi_check(system_opencv_venv, "run")
+    results = _csi_check(system_opencv_venv, "csi-run")
     for flip, entry in results.items():
         assert entry["ok"] and entry["format"] == "BGR", f"{flip}: {entry}"
         assert entry["shape"] == [720, 1280, 3], f"{flip}: {entry}"
@@ -157,12 +158,52 @@ def test_csi_pipeline_plays_with_a_test_source(system_opencv_venv):
         assert results[flip]["mean_diff_vs_expected"] < 1.0, f"{flip}: {results[flip]}"
 
 
-def test_recording_through_gstreamer(system_opencv_venv):
-    try:
-        _py(system_opencv_venv, "import segcam.recorder")
-    except AssertionError:
-        pytest.skip(
-            "this checkout's recorder has no GStreamer branch yet (file:// records with "
-            "cv2.VideoWriter); the x264enc stand-in for nvv4l2h264enc is tested once it has"
-        )
-    pytest.skip("the recorder's GStreamer pipeline builder is not wired into this test yet")
+def _gst_check(venv: Path, *args: str, typo: str = "") -> Dict[str, Any]:
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), str(HERE / "gst_check.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, GST_TYPO=typo),
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines, f"rc {out.returncode}: {out.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+def _probe(path: Path) -> str:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=codec_name,nb_read_frames", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_hardware_recording_pipeline_string_is_parsed_by_gstreamer(system_opencv_venv, tmp_path):
+    out = tmp_path / "hw.mp4"
+    parsed = _gst_check(system_opencv_venv, "record-parse", str(out))
+    assert parsed["ok"], parsed
+    assert "nvv4l2h264enc" in parsed["pipeline"] and "mp4mux" in parsed["pipeline"]
+    for typo in ("insert-sps-pps=>insert-spspps", "h264parse=>h264parser", "BGRx=>BGRX"):
+        broken = _gst_check(system_opencv_venv, "record-parse", str(out), typo=typo)
+        assert not broken["ok"], f"{typo} was accepted: {broken}"
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["closed", "kill-9"])
+def test_recording_through_gstreamer_with_x264enc(system_opencv_venv, tmp_path, killed):
+    """The recorder's GStreamer pipeline, x264enc in nvv4l2h264enc's place, through the
+    distribution's cv2; killed mid-recording, the fragments written so far still play."""
+    if shutil.which("ffprobe") is None:
+        pytest.skip("needs ffprobe (apt-get install ffmpeg)")
+    out = tmp_path / "rec.mp4"
+    args = ["record", str(out), "60"] + (["kill"] if killed else [])
+    result = _gst_check(system_opencv_venv, *args)
+    assert "x264enc" in result["pipeline"] and "mp4mux fragment-duration=500" in result["pipeline"]
+    codec, _, frames = _probe(out).partition(",")
+    assert codec == "h264", _probe(out)
+    gop = 12  # 0.5 s fragments at 25 fps
+    if killed:
+        assert 60 - 2 * gop <= int(frames) <= 60, frames
+    else:
+        assert int(frames) == 60

@@ -1,4 +1,8 @@
-"""Run by the distribution's Python (python3-gi): is segcam's csi:// pipeline real GStreamer?
+"""Run by the distribution's Python (python3-gi): are segcam's GStreamer strings real?
+
+Two strings are built by segcam for a Jetson: the ``csi://`` camera pipeline
+(segcam.sources.csi_pipeline) and the hardware H.264 recording pipeline
+(segcam.recording.gstreamer.pipeline_string).
 
 The Jetson-only elements cannot exist here, so they get stand-ins under their own names
 (a camera cannot be faked further than a test picture); everything else in the string is
@@ -31,7 +35,8 @@ from segcam.sources import _NVVIDCONV_FLIP, csi_pipeline  # noqa: E402
 
 # NVIDIA's flip-method -> videoflip's method enum (same geometric operation).
 NV_TO_VIDEOFLIP = {0: 0, 1: 3, 2: 2, 3: 1, 4: 4, 5: 7, 6: 5, 7: 6}
-PARSE_ONLY = sys.argv[1] == "parse"
+MODE = sys.argv[1]  # csi-parse | csi-run | record-parse | record
+PARSE_ONLY = MODE.endswith("parse")
 
 
 def _ghost(name: str, direction: Gst.PadDirection, target: Gst.Pad = None) -> Gst.GhostPad:
@@ -94,6 +99,89 @@ class NvVidConvStandIn(Gst.Bin):
             self._flip.set_property("method", NV_TO_VIDEOFLIP[value])
 
 
+class NvV4l2H264EncStandIn(Gst.Bin):
+    """``nvv4l2h264enc`` for parsing only: pads and the properties segcam sets, typed as
+    NVIDIA's Accelerated GStreamer guide lists them."""
+
+    __gproperties__ = {
+        "bitrate": (GObject.TYPE_UINT, "bitrate", "bit/s", 0, 2**32 - 1, 4000000,
+                    GObject.ParamFlags.READWRITE),
+        "control-rate": (int, "control-rate", "0 variable, 1 constant", 0, 1, 1,
+                         GObject.ParamFlags.READWRITE),
+        "iframeinterval": (GObject.TYPE_UINT, "iframeinterval", "frames", 0, 2**32 - 1, 30,
+                           GObject.ParamFlags.READWRITE),
+        "idrinterval": (GObject.TYPE_UINT, "idrinterval", "frames", 0, 2**32 - 1, 256,
+                        GObject.ParamFlags.READWRITE),
+        "insert-sps-pps": (bool, "insert-sps-pps", "SPS/PPS at IDR", False,
+                           GObject.ParamFlags.READWRITE),
+        "maxperf-enable": (bool, "maxperf-enable", "max performance", False,
+                           GObject.ParamFlags.READWRITE),
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_pad(_ghost("sink", Gst.PadDirection.SINK))
+        self.add_pad(_ghost("src", Gst.PadDirection.SRC))
+        self._props = {}
+
+    def do_get_property(self, prop):  # noqa: ANN001
+        return self._props.get(prop.name)
+
+    def do_set_property(self, prop, value):  # noqa: ANN001
+        self._props[prop.name] = value
+
+
+def _writer_spec(path: str, width: int, height: int, fps: float):
+    from pathlib import Path
+
+    from segcam.recording.formats import CODECS, CONTAINERS
+    from segcam.recording.writer import WriterSpec
+
+    return WriterSpec(
+        path=Path(path), size=(width, height), fps=fps, container=CONTAINERS["mp4"],
+        codec=CODECS["h264"], fourcc="", gray=False, flush_interval_s=0.5,
+        preset="ultrafast", threads=1, crf=23, bitrate_kbps=0,
+    )  # fmt: skip
+
+
+def _typos(text: str) -> str:
+    for typo in filter(None, os.environ.get("GST_TYPO", "").split(";")):
+        old, new = typo.split("=>")  # the test's proof that a broken string fails
+        text = text.replace(old, new)
+    return text
+
+
+def record_main(path: str, frames: int, kill: bool) -> int:
+    """``record-parse PATH`` / ``record PATH FRAMES [kill]``: one JSON object on stdout."""
+    from segcam.recording import gstreamer
+
+    spec = _writer_spec(path, 320, 240, 25.0)
+    if PARSE_ONLY:
+        Gst.Element.register(None, "nvvidconv", Gst.Rank.NONE, NvVidConvStandIn.__gtype__)
+        Gst.Element.register(None, "nvv4l2h264enc", Gst.Rank.NONE, NvV4l2H264EncStandIn.__gtype__)
+        text = _typos(gstreamer.pipeline_string(spec))  # the hardware string, as built
+        try:
+            Gst.parse_launch(text)
+        except GLib.Error as exc:
+            print(json.dumps({"pipeline": text, "ok": False, "error": exc.message}))
+            return 0
+        print(json.dumps({"pipeline": text, "ok": True}))
+        return 0
+    writer = gstreamer.open_writer(spec, encoder="x264enc")
+    base = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    for i in range(frames):
+        writer.write(np.roll(base, 3 * i, axis=1), i / spec.fps, False)
+    if kill:
+        print(json.dumps({"pipeline": writer.pipeline, "written": frames}), flush=True)
+        import time
+
+        time.sleep(2.0)  # the frames reach the muxer; then the power goes
+        os.kill(os.getpid(), 9)
+    writer.close()
+    print(json.dumps({"pipeline": writer.pipeline, "written": frames}))
+    return 0
+
+
 def _runnable(text: str) -> str:
     """The string with a test source at the camera's place and system memory caps."""
     head, sep, rest = text.partition(" ! ")
@@ -129,7 +217,10 @@ def _pull(text: str):
 
 
 def main() -> int:
-    """``parse|run WIDTH HEIGHT FPS``: one JSON object per flip on stdout."""
+    """``csi-parse|csi-run WIDTH HEIGHT FPS``: one JSON object per flip on stdout."""
+    if MODE.startswith("record"):
+        frames = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+        return record_main(sys.argv[2], frames, "kill" in sys.argv[4:])
     if PARSE_ONLY:
         Gst.Element.register(None, "nvarguscamerasrc", Gst.Rank.NONE, NvArgusStandIn.__gtype__)
     Gst.Element.register(None, "nvvidconv", Gst.Rank.NONE, NvVidConvStandIn.__gtype__)
@@ -138,9 +229,7 @@ def main() -> int:
     frames = {}
     for flip in _NVVIDCONV_FLIP:
         text = csi_pipeline("0", width, height, fps, flip)
-        for typo in filter(None, os.environ.get("CSI_TYPO", "").split(";")):
-            old, new = typo.split("=>")  # the test's proof that a broken string fails
-            text = text.replace(old, new)
+        text = _typos(text)
         entry = {"pipeline": text}
         try:
             if PARSE_ONLY:
