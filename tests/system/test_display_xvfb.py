@@ -147,3 +147,34 @@ def test_fullscreen_window_covers_the_screen_letterboxed(
     inner = (slice(4, -4), slice(4, -4))  # edge rows differ by the toolkit's rounding
     diff = _mean_diff(seen[inner], expected[inner])
     assert diff < 6.0, f"fullscreen picture vs composite: mean difference {diff:.2f}"
+
+
+def test_closing_the_window_ends_the_run(
+    system_opencv_venv, xserver, selfie_onnx, still, portrait_bgr, tmp_path
+):
+    """The window manager's close (Alt+F4, the title bar's X) stops segcam like q does;
+    the window must not come back with the next frame."""
+    video = tmp_path / "out.avi"
+    args = _args(selfie_onnx, still, video)
+    python = system_opencv_venv / "bin" / "python"
+    with Segcam(python, args, tmp_path, _env(xserver, tmp_path)) as run:
+        window = xserver.find_window(TITLE)
+        run.wait_for("fps ", 120)
+        _press(xserver, window, "alt+F4")  # openbox: close (WM_DELETE_WINDOW)
+        rc = run.wait(15)
+    log = run.text()
+    assert rc == 0, log
+    assert "window closed" in log and "stopped: window closed" in log, log
+    assert len(_frames_in(video)) > 0, "the recording does not play"
+
+
+def _frames_in(video: Path) -> List[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    out = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.append(frame)
+    cap.release()
+    return out
