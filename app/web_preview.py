@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
@@ -172,6 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
             while not sink.closing:
                 seq, jpeg = sink.wait_jpeg(seq, timeout=1.0)
                 if jpeg is None:
+                    # No new frame (a stalled input): a write would not notice a closed
+                    # tab, so look at the socket, or the viewer would be counted forever.
+                    if self._viewer_gone():
+                        break
                     continue
                 self.wfile.write(
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
@@ -183,6 +189,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the viewer left
         finally:
             sink.viewer_left()
+
+    def _viewer_gone(self) -> bool:
+        """Whether the client closed its side (readable with nothing to read: EOF)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
 
 
 class WebPreviewSink(ThreadedSink):

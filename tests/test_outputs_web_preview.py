@@ -166,3 +166,25 @@ def test_status_json_over_http_without_a_runner() -> None:
         assert "/status.json" in page and 'id="status"' in page
     finally:
         sink.stop()
+
+
+def test_a_viewer_that_leaves_while_no_frame_comes_is_no_longer_counted() -> None:
+    """A stalled input sends nothing to write, so a closed tab must be seen on the socket."""
+    sink = WebPreviewSink("http://127.0.0.1:0")
+    sink.start()
+    try:
+        host, port = sink.address
+        client = socket.create_connection((host, port), timeout=10)
+        client.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(12).startswith(b"HTTP/1.")
+        deadline = time.monotonic() + 5
+        while sink.stats()["viewers"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats()["viewers"] == 1
+        client.close()  # the tab closes; no frame was ever submitted
+        deadline = time.monotonic() + 5
+        while sink.stats()["viewers"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats()["viewers"] == 0
+    finally:
+        sink.stop()
