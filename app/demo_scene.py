@@ -51,14 +51,25 @@ def person_cutout() -> Tuple[np.ndarray, np.ndarray]:
         return _cutout
 
 
+def _missing_skimage() -> SourceError:
+    return SourceError(
+        "the demo source needs scikit-image, which ships the portrait photo it uses",
+        'install it with: pip install "segcam[demo]" (from a checkout: pip install -e ".[demo]")',
+    )
+
+
+def missing_dependency() -> Optional[SourceError]:
+    """The error the demo source would raise for lack of scikit-image, else None (cheap)."""
+    import importlib.util
+
+    return _missing_skimage() if importlib.util.find_spec("skimage") is None else None
+
+
 def _load_portrait() -> np.ndarray:
     try:
         from skimage import data
     except ImportError:
-        raise SourceError(
-            "the demo source needs scikit-image, which ships the portrait photo it uses",
-            'install it with: pip install -e ".[demo]"',
-        ) from None
+        raise _missing_skimage() from None
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
 
 
