@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -540,9 +541,15 @@ def _mapping_nodes(node: Optional[yaml.Node]) -> Dict[str, Tuple[yaml.Node, yaml
     return {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
 
 
-def _build(cls: Any, data: Dict[str, Any], node: Optional[yaml.Node], path: str, source: str):
-    hints = get_type_hints(cls)
+@functools.lru_cache(maxsize=None)
+def _schema(cls: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(type hints, fields by name) of a config dataclass, evaluated once."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_path"}
+    return get_type_hints(cls), fields
+
+
+def _build(cls: Any, data: Dict[str, Any], node: Optional[yaml.Node], path: str, source: str):
+    hints, fields = _schema(cls)
     names = list(fields)
     nodes = _mapping_nodes(node)
     kwargs: Dict[str, Any] = {}
@@ -597,7 +604,30 @@ def _cross_checks(cfg: Config) -> None:
 _FLOAT_12 = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
 
 
-class _BoundedLoader(yaml.SafeLoader):
+try:  # libyaml's scanner and parser: about 8x faster than PyYAML's pure-Python ones
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
+
+
+if _CParser is not None:
+
+    class _SafeBase(yaml.composer.Composer, _CParser, yaml.constructor.SafeConstructor,
+                    yaml.resolver.Resolver):  # fmt: skip
+        """PyYAML's SafeLoader with libyaml's parser below PyYAML's (Python) composer,
+        so that nodes are composed where the depth limit below can see them."""
+
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            yaml.composer.Composer.__init__(self)
+
+else:  # pragma: no cover
+    _SafeBase = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _BoundedLoader(_SafeBase):  # type: ignore[misc,valid-type]
     """SafeLoader with hard limits: nesting depth, characters per number, and every
     failure of a tag's constructor (``!!bool maybe``, ``!!int abc``) as a YAML error."""
 
@@ -847,9 +877,16 @@ def config_to_dict(cfg: Config) -> Dict[str, Any]:
     return out
 
 
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """SafeDumper that quotes strings the loader would read as numbers (``'1e3'``)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789"))
+
+
 def dump_config(cfg: Config) -> str:
-    """The effective config as YAML."""
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    """The effective config as YAML (reads back as the same config)."""
+    return yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False)
 
 
 def model_cache_dir(cfg: Config) -> Path:

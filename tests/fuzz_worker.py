@@ -4,8 +4,10 @@ Run as ``python tests/fuzz_worker.py [AS_MIB] [CASE_S]``; stdin carries records 
 4-byte big-endian length and a pickled ``(kind, data, options)`` tuple:
 
 * ``("wire", frames, limits_kwargs)``: ``segcam.publish.protocol.decode(frames)``;
-* ``("config", yaml_text, overrides)``: ``segcam.config.parse_config`` of the text,
-  or ``load_config(None, overrides)`` when the text is None.
+* ``("config", yaml_text, {"overrides": [...], "roundtrip": bool})``:
+  ``segcam.config.parse_config`` of the text, or ``load_config(None, overrides)`` when
+  the text is None; with ``roundtrip`` an accepted config must also read back the same
+  from ``dump_config``.
 
 For each it writes ``{"i", "result", "kind", "error", "ms", "rss_mib"}``: ``result`` is
 ``"ok"``, ``"project"`` (the project's own error for this input: ProtocolError or
@@ -65,10 +67,15 @@ def main() -> int:
                 rec["topic"] = msg.topic
                 if msg.topic == "mask":
                     rec["shape"] = list(msg.data.shape)
-            elif data is None:
-                config.load_config(None, options)
             else:
-                config.parse_config(data, "fuzz.yaml")
+                if data is None:
+                    cfg = config.load_config(None, options["overrides"])
+                else:
+                    cfg = config.parse_config(data, "fuzz.yaml")
+                if options.get("roundtrip"):  # what is accepted is what dump_config prints
+                    again = config.parse_config(config.dump_config(cfg))
+                    if config.config_to_dict(again) != config.config_to_dict(cfg):
+                        raise AssertionError("dump_config does not read back the same config")
         except (ProtocolError, ConfigError) as exc:
             rec["result"], rec["kind"] = "project", getattr(exc, "kind", type(exc).__name__)
             rec["error"] = str(exc)[:300]
