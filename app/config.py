@@ -12,6 +12,7 @@ Each section belongs to one part of the program; a field's comment in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -37,7 +38,7 @@ from typing import (  # all present since 3.8
 
 import yaml
 
-from segcam.errors import ConfigError
+from segcam.errors import ConfigError, OutputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed layouts put configs/ inside the package data; a source checkout has it beside app/.
@@ -53,6 +54,27 @@ def configs_dir() -> Path:
         "cannot find segcam's configs/ directory",
         "reinstall segcam (pip install .) so that its configs are installed",
     )
+
+
+def preset_names() -> List[str]:
+    """Device presets that ship inside the package (``configs/devices/NAME.yaml``)."""
+    return sorted(p.stem for p in (configs_dir() / "devices").glob("*.yaml"))
+
+
+def resolve_config_path(name: Union[str, Path]) -> Path:
+    """A config file's path: an existing file, else a packaged preset of that name.
+
+    ``--config orin-nano`` (or ``orin-nano.yaml``) works from any folder; a path that
+    exists always wins over a preset of the same name.
+    """
+    p = Path(name).expanduser()
+    if p.is_file() or p.parent != Path("."):
+        return p
+    stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
+    preset = configs_dir() / "devices" / f"{stem}.yaml"
+    if stem == "default":
+        preset = configs_dir() / "default.yaml"
+    return preset if preset.is_file() else p
 
 
 def default_cache_dir() -> Path:
@@ -214,6 +236,9 @@ class RefineConfig:
     min_blob_area: float = _num(
         0.0, 0.0, 0.999
     )  # drop foreground blobs smaller than this fraction of the frame
+    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
+    guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
 
 
 @dataclass
@@ -244,12 +269,30 @@ class DisplayConfig:
 
 
 @dataclass
+class RecordConfig:
+    """How file:// outputs are recorded: writer, crash safety, encoder tuning, segments, budget."""
+
+    recorder: Literal["auto", "gstreamer", "pyav", "opencv"] = "auto"
+    flush_interval_s: float = _num(1.0, 0.1, 60.0)  # keyframe + fragment + fsync cadence
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"  # x264 (PyAV and x264enc)
+    )
+    threads: int = _num(1, 1, 16)  # encoder threads (PyAV); the pipeline keeps the other cores
+    crf: int = _num(23, 0, 51)  # constant quality (x264 CRF; libvpx CRF + 8); lower = better
+    bitrate_kbps: int = _num(0, 100, 200_000, off=0)  # 0 = constant quality / ~0.1 bit/pixel
+    segment_s: float = _num(0.0, 1.0, 86_400.0, off=0.0)  # new file every N s; 0 = one file
+    max_mib: float = _num(0.0, 1.0, 1e9, off=0.0)  # segments' total cap (oldest go); 0 = none
+    min_free_mib: float = _num(256.0, 0.0, 1e7)  # free space kept (oldest removed, then stop)
+
+
+@dataclass
 class OutputConfig:
     """Where results go; several URIs may be given."""
 
     uris: List[str] = _list(lambda: ["none"], 16)
-    record_mask: bool = False  # file:// outputs also write <name>.mask.mp4
-    codec: str = _text("mp4v", 16)
+    record_mask: bool = False  # file:// outputs also write <name>.mask.<suffix>
+    codec: str = _text("auto", 16)  # auto | h264 | vp9 | vp8 | mp4v | mjpg | a FOURCC (OpenCV)
+    record: RecordConfig = field(default_factory=RecordConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
 
 
@@ -367,6 +410,43 @@ class LoggingConfig:
 
 
 @dataclass
+class StreamInput:
+    """One entry of ``inputs:``: a camera or file of a multi-input run.
+
+    Only ``uri`` is needed. ``outputs``, ``background`` (keys of composite.background),
+    ``refine`` (keys of refine) and ``input`` (capture keys of input: width, height, fps,
+    fourcc, loop, realtime, flip, reconnect) replace the top-level values they name; what
+    an entry leaves out comes from the top level. ``{id}`` in an output URI is replaced by
+    the stream id, so one top-level ``file://rec-{id}.mp4`` records every stream apart.
+    """
+
+    uri: str = _text("", MAX_STRING)
+    id: str = _text("", 64)  # stream id on the mask stream and in status; empty = stream<N>
+    priority: int = _num(
+        0, -1000, 1000
+    )  # higher keeps its rate longer when streams.shed is "priority"
+    outputs: Optional[List[str]] = None
+    background: Any = None  # a mapping of composite.background keys
+    refine: Any = None  # a mapping of refine keys
+    input: Any = None  # a mapping of input keys (not uri)
+
+
+@dataclass
+class StreamsConfig:
+    """How several inputs share one process (used when ``inputs:`` lists more than one)."""
+
+    on_error: Literal["continue", "stop"] = "continue"  # a failed stream: others go on?
+    shed: Literal["all", "priority"] = "all"  # thermal actions: on every stream, or the
+    # lower-priority streams first (warm: all but the highest priority; hotter: all)
+    batch_max: int = _num(
+        4, 1, 64
+    )  # frames of different streams in one inference call (1 = no batching)
+    batch_wait_ms: float = _num(
+        4.0, 0.0, 100.0
+    )  # how long the first frame of a batch waits for others
+
+
+@dataclass
 class Config:
     """The whole segcam configuration."""
 
@@ -381,6 +461,8 @@ class Config:
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    inputs: List[StreamInput] = field(default_factory=list)  # several inputs in one process
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
     source_path: str = ""  # file the config was loaded from (not a YAML key)
 
 
@@ -592,11 +674,19 @@ def _cross_checks(cfg: Config) -> None:
             "publish.curve.server_secret_key: CURVE is enabled but no server key is set",
             "run `segcam keys generate` and point this key at the .key_secret file",
         )
+    from segcam.recording.formats import check_codec_name
+
+    try:
+        check_codec_name(cfg.output.codec)
+    except OutputError as exc:
+        raise ConfigError(exc.message, exc.hint) from None
     if cfg.publish.encoding == "rle" and cfg.publish.values != "binary":
         raise ConfigError(
             f"publish.values: encoding 'rle' carries binary masks only, got {cfg.publish.values!r}",
             "set publish.values=binary, or publish.encoding=png (or raw) for probabilities",
         )
+    if cfg.inputs:
+        stream_configs(cfg)  # every entry must resolve to a config that runs
 
 
 # YAML 1.2 reads 1e-3 and 2E6 as numbers; YAML 1.1 (PyYAML) needs a dot and reads them as
@@ -833,7 +923,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
     text = ""
     source = ""
     if path:
-        p = Path(path).expanduser()
+        p = resolve_config_path(path)
         source = str(p)
         try:
             with open(p, "rb") as fh:
@@ -847,7 +937,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
         except FileNotFoundError:
             raise ConfigError(
                 f"config file {source} does not exist",
-                "pass --config with an existing file, or omit it to use the defaults",
+                "pass --config with an existing file or a packaged preset ("
+                + ", ".join(preset_names())
+                + "; `segcam config list`), or omit it to use the defaults",
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file {source}: {exc}") from None
@@ -868,6 +960,115 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
     _cross_checks(cfg)
     cfg.source_path = source
     return cfg
+
+
+@dataclass
+class StreamConfig:
+    """One input of a run: its stream id, priority and the whole config it runs with."""
+
+    id: str
+    priority: int
+    cfg: Config
+
+
+def _merged(cls: Any, base: Any, extra: Any, prefix: str, key: str, source: str) -> Any:
+    """``base`` (a dataclass) with the keys of mapping ``extra`` replaced, validated.
+
+    ``key`` is the top-level section (``refine``) whose value ranges apply; errors name
+    the entry's own path (``inputs[1].refine.threshold``).
+    """
+    if extra is None:
+        return copy.deepcopy(base)
+    if not isinstance(extra, dict):
+        raise ConfigError(
+            f"{_where(prefix + key, None, source)}: expected a mapping of keys, got {extra!r}",
+            "give the keys to change, e.g. {threshold: 0.6}",
+        )
+    data = dataclasses.asdict(base)
+    data.update(extra)
+    try:
+        return _build(cls, data, None, key, "")
+    except ConfigError as exc:
+        where = f" (in {source})" if source else ""
+        raise ConfigError(f"{prefix}{exc.message}{where}", exc.hint) from None
+
+
+def stream_configs(cfg: Config) -> List[StreamConfig]:
+    """The configs of every input: one per ``inputs:`` entry, or ``input`` alone.
+
+    Each entry's own outputs, background, refine and input keys replace the top-level
+    ones; ``{id}`` in output URIs becomes the stream id; with several inputs each
+    stream's ``publish.stream_id`` is its id. Raises ConfigError for an entry without a
+    URI, duplicate ids, bad keys, or two streams writing one output.
+    """
+    if not cfg.inputs:
+        return [StreamConfig(cfg.publish.stream_id, 0, cfg)]
+    source = cfg.source_path
+    multi = len(cfg.inputs) > 1
+    out: List[StreamConfig] = []
+    seen_ids: Dict[str, int] = {}
+    for i, entry in enumerate(cfg.inputs):
+        path = f"inputs[{i}]"
+        if not entry.uri:
+            raise ConfigError(
+                f"{_where(path + '.uri', None, source)}: every input needs a uri",
+                "e.g. inputs: [{uri: 0, id: door}, {uri: clip.mp4, id: replay}]",
+            )
+        sid = entry.id or (f"stream{i}" if multi else cfg.publish.stream_id)
+        if sid and sid in seen_ids:
+            raise ConfigError(
+                f"{_where(path + '.id', None, source)}: stream id {sid!r} is also "
+                f"inputs[{seen_ids[sid]}]'s",
+                "give every input its own id",
+            )
+        seen_ids[sid] = i
+        if entry.input is not None and isinstance(entry.input, dict) and "uri" in entry.input:
+            raise ConfigError(
+                f"{_where(path + '.input.uri', None, source)}: set the entry's uri instead",
+                f"{path}.uri",
+            )
+        one = copy.deepcopy(cfg)
+        one.inputs = []
+        prefix = path + "."
+        one.input = _merged(InputConfig, cfg.input, entry.input, prefix, "input", source)
+        one.input.uri = entry.uri
+        one.refine = _merged(RefineConfig, cfg.refine, entry.refine, prefix, "refine", source)
+        one.composite.background = _merged(
+            BackgroundConfig,
+            cfg.composite.background,
+            entry.background,
+            prefix,
+            "composite.background",
+            source,
+        )
+        uris = list(entry.outputs) if entry.outputs is not None else list(cfg.output.uris)
+        one.output.uris = [u.replace("{id}", sid) for u in uris]
+        if multi:
+            one.publish.stream_id = sid
+            one.output.display.title = f"{cfg.output.display.title} {sid}"  # one window each
+        try:
+            _cross_checks(one)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}", exc.hint) from None
+        out.append(StreamConfig(sid, entry.priority, one))
+    _check_shared_outputs(out)
+    return out
+
+
+def _check_shared_outputs(streams: List[StreamConfig]) -> None:
+    """Two streams must not write one file or serve one port: say which and how to fix."""
+    owner: Dict[str, str] = {}
+    for st in streams:
+        for uri in st.cfg.output.uris:
+            key = str(uri).strip()
+            if key in ("", "none", "null", "none://") or key.startswith("display://"):
+                continue  # each stream opens its own window (titled with its id)
+            if key in owner and owner[key] != st.id:
+                raise ConfigError(
+                    f"output {key} is used by streams {owner[key]!r} and {st.id!r}",
+                    "give each input its own outputs, or put {id} in the URI (file://rec-{id}.mp4)",
+                )
+            owner[key] = st.id
 
 
 def config_to_dict(cfg: Config) -> Dict[str, Any]:
