@@ -198,9 +198,8 @@ class InputConfig:
 class ModelConfig:
     """Which model to run and where converted models are cached."""
 
-    name: str = _path(
-        "mediapipe-selfie"
-    )  # a profile in configs/models/ (or a path to a profile YAML)
+    # a profile in configs/models/ (or a path to a profile YAML)
+    name: str = _path("mediapipe-selfie")
     path: str = _path()  # explicit ONNX file; empty = the cached conversion of `name`
     cache_dir: str = _path()  # empty = $SEGCAM_CACHE or ~/.cache/segcam
     light_profile: str = _path()  # lighter profile the thermal governor may switch to
@@ -229,13 +228,11 @@ class RefineConfig:
     threshold: float = _num(0.5, 0.0, 1.0)
     soft: bool = True  # keep a soft (0..1) mask; False = hard threshold
     feather: int = _num(3, 0, 255)  # edge blur radius in pixels at frame size; 0 = off
-    smoothing: float = _num(
-        0.6, 0.0, 1.0
-    )  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
+    # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
+    smoothing: float = _num(0.6, 0.0, 1.0)
     infer_every: int = _num(1, 1, 1000)  # run the model every Nth frame, reuse the mask between
-    min_blob_area: float = _num(
-        0.0, 0.0, 0.999
-    )  # drop foreground blobs smaller than this fraction of the frame
+    # drop foreground blobs smaller than this fraction of the frame
+    min_blob_area: float = _num(0.0, 0.0, 0.999)
     upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
     guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
     guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
@@ -304,9 +301,8 @@ class PipelineConfig:
     queue_depth: int = _num(1, 1, 8)
     status_interval_s: float = _num(5.0, 0.1, 86400.0, off=0.0)
     stop_timeout_s: float = _num(2.0, 0.1, 600.0)
-    cv_threads: int = _num(
-        0, 1, 64, off=0
-    )  # OpenCV threads while the pipeline runs; 0 = OpenCV's default
+    # OpenCV threads while the pipeline runs; 0 = OpenCV's default
+    cv_threads: int = _num(0, 1, 64, off=0)
 
 
 @dataclass
@@ -331,9 +327,8 @@ class PublishConfig:
     downscale: int = _num(1, 1, 64)  # send masks at 1/N of frame size
     sndhwm: int = _num(2, 1, 100_000)
     nodrop: bool = False  # True: a full subscriber queue makes sends fail (counted) for all
-    heartbeat_s: float = _num(
-        2.0, 0.1, 3600.0, off=0.0
-    )  # ZMTP heartbeat interval; 0 = off (dead peers linger)
+    # ZMTP heartbeat interval; 0 = off (dead peers linger)
+    heartbeat_s: float = _num(2.0, 0.1, 3600.0, off=0.0)
     frame_topic: bool = False  # also publish the composed frame as JPEG
     jpeg_quality: int = _num(80, 1, 100)
     telemetry_interval_s: float = _num(1.0, 0.05, 3600.0, off=0.0)
@@ -383,9 +378,8 @@ class ThermalConfig:
     sensor: Literal["auto", "jtop", "sysfs", "none"] = "auto"
     sysfs_root: str = _path("/")
     interval_s: float = _num(1.0, 0.05, 3600.0)
-    read_timeout_s: float = _num(
-        2.0, 0.05, 600.0
-    )  # a sensor read slower than this is reported and skipped
+    # a sensor read slower than this is reported and skipped
+    read_timeout_s: float = _num(2.0, 0.05, 600.0)
     sensors: List[str] = _list(lambda: ["cpu", "gpu", "soc", "tj"], 32)
     thresholds: ThermalThresholds = field(default_factory=ThermalThresholds)
     hysteresis: float = _num(5.0, 0.0, 50.0)
@@ -422,9 +416,8 @@ class StreamInput:
 
     uri: str = _text("", MAX_STRING)
     id: str = _text("", 64)  # stream id on the mask stream and in status; empty = stream<N>
-    priority: int = _num(
-        0, -1000, 1000
-    )  # higher keeps its rate longer when streams.shed is "priority"
+    # higher keeps its rate longer when streams.shed is "priority"
+    priority: int = _num(0, -1000, 1000)
     outputs: Optional[List[str]] = None
     background: Any = None  # a mapping of composite.background keys
     refine: Any = None  # a mapping of refine keys
@@ -438,12 +431,10 @@ class StreamsConfig:
     on_error: Literal["continue", "stop"] = "continue"  # a failed stream: others go on?
     shed: Literal["all", "priority"] = "all"  # thermal actions: on every stream, or the
     # lower-priority streams first (warm: all but the highest priority; hotter: all)
-    batch_max: int = _num(
-        4, 1, 64
-    )  # frames of different streams in one inference call (1 = no batching)
-    batch_wait_ms: float = _num(
-        4.0, 0.0, 100.0
-    )  # how long the first frame of a batch waits for others
+    # frames of different streams in one inference call (1 = no batching)
+    batch_max: int = _num(4, 1, 64)
+    # how long the first frame of a batch waits for others
+    batch_wait_ms: float = _num(4.0, 0.0, 100.0)
 
 
 @dataclass
