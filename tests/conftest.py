@@ -79,7 +79,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for rec in REPORTS:
         terminalreporter.write_line(
             f"{rec['name']}: {rec['cases']} cases (seeds {rec['seeds']}) in {rec['seconds']:.1f} s"
-            f" = {rec['cases_per_s']:.0f} cases/s; accepted {rec['accepted']},"
-            f" project errors {rec['project_errors']}; slowest {rec['slowest_ms']:.1f} ms"
+            f" = {rec['cases_per_s']:.0f} cases/s (worker CPU {rec['cpu_s']:.1f} s);"
+            f" accepted {rec['accepted']}, project errors {rec['project_errors']};"
+            f" slowest {rec['slowest_cpu_ms']:.1f} ms CPU / {rec['slowest_ms']:.1f} ms wall"
             f" ({rec['slowest_case']}); worker peak RSS {rec['peak_rss_mib']} MiB"
         )

@@ -9,7 +9,7 @@ Run as ``python tests/fuzz_worker.py [AS_MIB] [CASE_S]``; stdin carries records 
   the text is None; with ``roundtrip`` an accepted config must also read back the same
   from ``dump_config``.
 
-For each it writes ``{"i", "result", "kind", "error", "ms", "rss_mib"}``: ``result`` is
+For each it writes ``{"i", "result", "kind", "error", "ms", "cpu_ms", "rss_mib"}``: ``result`` is
 ``"ok"``, ``"project"`` (the project's own error for this input: ProtocolError or
 ConfigError; ``kind`` says which), ``"timeout"`` or ``"other"`` (any other exception:
 a bug). A segfault or a blown memory limit ends the process, which the caller sees as
@@ -58,7 +58,7 @@ def main() -> int:
         (n,) = struct.unpack(">I", head)
         kind, data, options = pickle.loads(stdin.read(n))
         rec = {"i": i, "result": "ok", "kind": None, "error": None}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         signal.setitimer(signal.ITIMER_REAL, case_s)
         try:
             if kind == "wire":
@@ -86,6 +86,7 @@ def main() -> int:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         rec["ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        rec["cpu_ms"] = round((time.process_time() - c0) * 1000, 3)
         rec["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         stdout.write(json.dumps(rec) + "\n")
         stdout.flush()

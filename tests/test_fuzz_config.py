@@ -13,6 +13,7 @@ lines deleted, duplicated or re-indented, and cuts.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import random
@@ -66,16 +67,15 @@ def _leaves(d: Dict[str, Any], prefix: str = "") -> List[str]:
 LEAVES = _leaves(BASE)
 
 
+@functools.lru_cache(maxsize=None)
 def _bounds(path: str) -> Optional[C.Bounds]:
     cls: Any = C.Config
     parts = path.split(".")
     for part in parts[:-1]:
-        hints = {f.name: f.type for f in C.dataclasses.fields(cls)}
-        if part not in hints:
+        hints = C._schema(cls)[0]
+        if part not in hints or not C.dataclasses.is_dataclass(hints[part]):
             return None
-        cls = C.get_type_hints(cls)[part]
-        if not C.dataclasses.is_dataclass(cls):
-            return None
+        cls = hints[part]
     return C.field_bounds(cls, parts[-1])
 
 
