@@ -255,3 +255,43 @@ def test_limits_reject_nonsense() -> None:
         SubscriberLimits(max_pixels=0)
     with pytest.raises(ValueError):
         SubscriberLimits(max_message_bytes=1 << 40)
+
+
+def test_segcam_subscribe_pixel_budget_option(raw_pub) -> None:
+    """--max-pixels 20 refuses the 6x5 masks (30 px): counted malformed, none received."""
+    pub, url = raw_pub
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segcam",
+            "subscribe",
+            url,
+            "--topic",
+            "mask",
+            "--count",
+            "1",
+            "--json",
+            "--timeout",
+            "4",
+            "--max-pixels",
+            "20",
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            pub.send_multipart(_valid(0))
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 9, err[-2000:]  # no accepted mask before the timeout
+    summary = json.loads(out.strip().splitlines()[-1])["summary"]
+    assert summary["received"]["mask"] == 0 and summary["errors"]["malformed"] >= 1
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -50,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-key", metavar="FILE", help="this client's .key_secret (CURVE)")
     parser.add_argument(
         "--interval", type=float, default=1.0, metavar="S", help="seconds between status lines"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest width*height accepted per message (default 33554432, an 8K frame); "
+        "larger messages are counted as malformed",
     )
 
 
@@ -147,6 +156,7 @@ def _save(directory: Path, msg: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Subscribe and report until Ctrl-C, --count, or --timeout."""
     from segcam.errors import PublishError, UsageError
+    from segcam.publish.limits import DEFAULT_LIMITS
     from segcam.publish.subscriber import MaskSubscriber
 
     topics = args.topic or ["mask", "telemetry"]
@@ -174,6 +184,11 @@ def run(args: argparse.Namespace) -> int:
                 f"cannot create {save_dir}: {exc}", "choose a writable --save DIR"
             ) from None
 
+    limits = DEFAULT_LIMITS
+    if args.max_pixels is not None:
+        if not 1 <= args.max_pixels <= 1 << 30:
+            raise UsageError("--max-pixels must be from 1 to 1073741824")
+        limits = dataclasses.replace(DEFAULT_LIMITS, max_pixels=args.max_pixels)
     sub = MaskSubscriber(
         args.url,
         topics,
@@ -181,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         server_key=args.server_key,
         client_key=args.client_key,
+        limits=limits,
     )
     window, total = _Window(), _Window()
     masks = 0

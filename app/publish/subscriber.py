@@ -265,7 +265,7 @@ class MaskSubscriber:
     def _decode(self, frames: List[bytes]) -> Optional[protocol.Message]:
         size = sum(len(f) for f in frames)
         try:
-            msg = protocol.decode(frames, self.topics)
+            msg = protocol.decode(frames, self.topics, self.limits)
         except protocol.ProtocolError as exc:
             kind = getattr(exc, "kind", "malformed")
             self._bump("bytes", size)
