@@ -14,7 +14,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from segcam import __version__
-from segcam.errors import SegcamError
+from segcam.errors import SegcamError, exit_codes_text
 from segcam.log import for_stderr, setup_logging
 
 # (command name, module) in the order `segcam --help` lists them.
@@ -22,10 +22,12 @@ COMMANDS = (
     ("run", "segcam.commands.run"),
     ("demo", "segcam.commands.demo"),
     ("bench", "segcam.commands.bench"),
+    ("eval", "segcam.commands.eval"),
     ("model", "segcam.commands.model"),
     ("engine", "segcam.commands.engine"),
     ("subscribe", "segcam.commands.subscribe"),
     ("keys", "segcam.commands.keys"),
+    ("config", "segcam.commands.config"),
     ("doctor", "segcam.commands.doctor"),
     ("service", "segcam.commands.service"),
 )
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segcam",
         description="Person segmentation and background replacement for live video.",
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"segcam {__version__}")
     parser.add_argument(
@@ -48,12 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet in this checkout
+        # A command module that fails to import is a packaging bug: let it fail loudly.
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -44,7 +44,7 @@ MODELS: Dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="mediapipe-selfie",
-            description="MediaPipe Selfie Segmentation (general), 256x256",
+            description="MediaPipe Selfie Segmentation (general), 256x256 (WxH)",
             requirement=MEDIAPIPE_WHEEL,
             member=_MP_DIR + "selfie_segmentation.tflite",
             sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
@@ -52,7 +52,7 @@ MODELS: Dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mediapipe-selfie-landscape",
-            description="MediaPipe Selfie Segmentation (landscape), 144x256",
+            description="MediaPipe Selfie Segmentation (landscape), 256x144 (WxH)",
             requirement=MEDIAPIPE_WHEEL,
             member=_MP_DIR + "selfie_segmentation_landscape.tflite",
             sha256="a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",

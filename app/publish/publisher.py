@@ -16,7 +16,7 @@ import socket as pysocket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import zmq
@@ -98,31 +98,39 @@ class PublishJob:
     model_id: str
     threshold: float
     inferred: bool
+    stream_id: str = ""  # the stream it belongs to; "" = the publisher's own stream id
 
 
 class _LatestSlot:
-    """One pending job; a new one replaces (and counts) the one not yet taken."""
+    """One pending job per stream; a new one replaces (and counts) that stream's unsent one.
+
+    Streams are served in the order their jobs arrived, so a busy stream cannot starve
+    the others of the one socket.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._job: Optional[PublishJob] = None
+        self._jobs: Dict[str, PublishJob] = {}  # insertion order = arrival order
         self.replaced = 0
 
     def put(self, job: PublishJob) -> bool:
         with self._cond:
-            replaced = self._job is not None
+            replaced = job.stream_id in self._jobs
             if replaced:
                 self.replaced += 1
-            self._job = job
+                del self._jobs[job.stream_id]  # re-inserted last: it waits its turn again
+            self._jobs[job.stream_id] = job
             self._cond.notify()
         return not replaced
 
     def take(self, timeout: float) -> Optional[PublishJob]:
         with self._cond:
-            if self._job is None and timeout > 0:
+            if not self._jobs and timeout > 0:
                 self._cond.wait(timeout)
-            job, self._job = self._job, None
-            return job
+            if not self._jobs:
+                return None
+            key = next(iter(self._jobs))
+            return self._jobs.pop(key)
 
     def wake(self) -> None:
         with self._cond:
@@ -156,7 +164,7 @@ class MaskPublisher:
         self._sock: Optional[zmq.Socket] = None
         self._monitor: Optional[zmq.Socket] = None
         self._guard: Any = None
-        self._seq = {t: 0 for t in protocol.TOPICS}
+        self._seq: Dict[Tuple[str, str], int] = {}  # (stream, topic) -> next sequence number
         self._lock = threading.Lock()
         self._counters: Dict[str, Any] = {
             "sent_mask": 0,
@@ -318,8 +326,9 @@ class MaskPublisher:
 
     def _send(self, topic: str, header: Dict[str, Any], payload: bytes) -> bool:
         assert self._sock is not None
-        header["seq"] = self._seq[topic]
-        self._seq[topic] += 1
+        key = (str(header.get("stream", "")), topic)  # each stream numbers its own messages
+        header["seq"] = self._seq.get(key, 0)
+        self._seq[key] = header["seq"] + 1
         header["publish_ts_ns"] = time.time_ns()
         frames = protocol.pack(topic, header, payload)
         try:
@@ -342,7 +351,8 @@ class MaskPublisher:
             self._count("encode_errors")
             log.warning("mask %d not published: %s", job.frame_id, exc)
             return
-        header = protocol.base_header(self.stream, self.session, 0, cfg.encoding)
+        stream = job.stream_id or self.stream
+        header = protocol.base_header(stream, self.session, 0, cfg.encoding)
         header.update(
             frame_id=int(job.frame_id),
             capture_ts_ns=int(job.capture_ts_ns),
@@ -361,7 +371,7 @@ class MaskPublisher:
         self._send(protocol.TOPIC_MASK, header, payload)
         if cfg.frame_topic and job.frame is not None:
             jpeg = protocol.encode_jpeg(job.frame, cfg.jpeg_quality)
-            header = protocol.base_header(self.stream, self.session, 0, "jpeg")
+            header = protocol.base_header(stream, self.session, 0, "jpeg")
             header.update(
                 frame_id=int(job.frame_id),
                 capture_ts_ns=int(job.capture_ts_ns),

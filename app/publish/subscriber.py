@@ -26,11 +26,14 @@ import zmq
 
 from segcam.errors import PublishError
 from segcam.publish import protocol
+from segcam.publish.limits import DEFAULT_LIMITS, MAX_WIRE_INT, SubscriberLimits
 
 log = logging.getLogger("segcam.subscribe")
 
 _TICK_S = 0.1
 _MAX_DRAIN = 10000
+_MAX_TRACKED = 1024  # (stream, topic) sequences remembered; the oldest is forgotten first
+_MAX_NAME = 256  # characters of a stream or session name kept for tracking
 
 
 class MaskSubscriber:
@@ -39,7 +42,9 @@ class MaskSubscriber:
     ``url``: endpoint(s) to connect to, e.g. ``tcp://127.0.0.1:5555``. ``timeout``: seconds
     without any message after which iteration ends (``timed_out`` is then True); None =
     iterate until ``stop()``. CURVE: ``server_key`` is the publisher's public ``.key``
-    file, ``client_key`` this client's ``.key_secret`` file.
+    file, ``client_key`` this client's ``.key_secret`` file. ``limits``: the bounds every
+    message is checked against (:class:`~segcam.publish.limits.SubscriberLimits`).
+    Counters saturate at 2**63 - 1 instead of growing without bound.
     """
 
     def __init__(
@@ -56,7 +61,7 @@ class MaskSubscriber:
         heartbeat_s: float = 2.0,
         stale_after_s: float = 10.0,
         rcvhwm: int = 16,
-        max_message_bytes: int = 96 * 1024 * 1024,
+        limits: SubscriberLimits = DEFAULT_LIMITS,
     ) -> None:
         self.urls: List[str] = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -81,7 +86,7 @@ class MaskSubscriber:
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
         self.rcvhwm = rcvhwm
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits
         self.timed_out = False
         self._stop = threading.Event()
         self._ctx: Optional[zmq.Context] = None
@@ -117,7 +122,7 @@ class MaskSubscriber:
         try:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, int(self.rcvhwm))
-            sock.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
+            sock.setsockopt(zmq.MAXMSGSIZE, int(self.limits.max_message_bytes))
             sock.setsockopt(zmq.RECONNECT_IVL, int(self.reconnect_ivl_ms))
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_ivl_max_ms))
             if self.heartbeat_s > 0:
@@ -149,8 +154,7 @@ class MaskSubscriber:
             self._sock.close(linger=0)
             self._sock = None
         self._connect()
-        with self._lock:
-            self._stats["socket_resets"] += 1
+        self._bump("socket_resets")
         log.info("no message for %.0f s: reconnecting to %s", self.stale_after_s, self.urls)
 
     def stop(self) -> None:
@@ -180,8 +184,16 @@ class MaskSubscriber:
         """Counters: received per topic, bytes, errors by kind, seq gaps, restarts, resets."""
         with self._lock:
             out = json.loads(json.dumps(self._stats))
-        out["decode_errors"] = sum(out["errors"].values())
+        out["decode_errors"] = min(MAX_WIRE_INT, sum(out["errors"].values()))
         return out
+
+    def _bump(self, key: str, n: int = 1, sub: Optional[str] = None) -> int:
+        """Add ``n`` to a counter, saturating at 2**63 - 1; returns the new value."""
+        with self._lock:
+            table = self._stats if sub is None else self._stats[sub]
+            value = min(MAX_WIRE_INT, table.get(key, 0) + n)
+            table[key] = value
+            return value
 
     def recv(self, timeout: Optional[float] = None) -> Optional[protocol.Message]:
         """Next decoded message, or None after ``timeout`` seconds (None = until ``stop()``)."""
@@ -256,53 +268,51 @@ class MaskSubscriber:
             msg = protocol.decode(frames, self.topics)
         except protocol.ProtocolError as exc:
             kind = getattr(exc, "kind", "malformed")
-            with self._lock:
-                self._stats["bytes"] += size
-                self._stats["errors"][kind] = self._stats["errors"].get(kind, 0) + 1
-                n = self._stats["errors"][kind]
+            self._bump("bytes", size)
+            n = self._bump(kind, 1, "errors")
             if n <= 3 or n % 1000 == 0:
                 log.warning("skipped a message (%s #%d): %s", kind, n, exc)
             return None
         except Exception as exc:  # noqa: BLE001 - hostile input must not end the stream
             # A decoder library failing on bytes our checks let through: counted and
             # logged as malformed, like any other bad message.
-            with self._lock:
-                self._stats["bytes"] += size
-                self._stats["errors"]["malformed"] += 1
+            self._bump("bytes", size)
+            self._bump("malformed", 1, "errors")
             log.warning("skipped a message that broke a decoder: %s: %s", type(exc).__name__, exc)
             return None
         self._track_seq(msg.topic, msg.header)
-        with self._lock:
-            self._stats["bytes"] += size
-            self._stats["received"][msg.topic] += 1
+        self._bump("bytes", size)
+        self._bump(msg.topic, 1, "received")
         return msg
 
     def _note_skipped(self, frames: List[bytes]) -> None:
         """A message passed over in latest-only mode: not a gap, not an error."""
-        with self._lock:
-            self._stats["skipped_stale"] += 1
+        self._bump("skipped_stale")
         if len(frames) >= 2:
             try:
-                header = json.loads(bytes(frames[1]).decode("utf-8"))
+                header = protocol.parse_header(frames[1], self.limits)
                 topic = bytes(frames[0]).decode("ascii")
-            except (UnicodeDecodeError, ValueError, RecursionError):
+            except (protocol.ProtocolError, UnicodeDecodeError):
                 return
-            if isinstance(header, dict):
-                self._track_seq(topic, header)
+            self._track_seq(topic, header)
 
     def _track_seq(self, topic: str, header: Dict[str, Any]) -> None:
         stream, session, seq = header.get("stream"), header.get("session"), header.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_WIRE_INT:
             return
-        stream, session = str(stream), str(session)
-        known = self._sessions.get(stream)
+        stream, session = str(stream)[:_MAX_NAME], str(session)[:_MAX_NAME]
+        known = self._sessions.pop(stream, None)
         self._sessions[stream] = session
         if known is not None and known != session:
-            with self._lock:
-                self._stats["restarts"] += 1  # publisher restarted: seq starts again
+            self._bump("restarts")  # publisher restarted: seq starts again
         key = (stream, topic)
-        last = self._last_seq.get(key)
+        last = self._last_seq.pop(key, None)
         self._last_seq[key] = (session, seq)
+        # Senders come and go (and a hostile one can invent names): remember a bounded
+        # number of sequences, forgetting the least recently seen.
+        while len(self._last_seq) > _MAX_TRACKED:
+            self._last_seq.pop(next(iter(self._last_seq)))
+        while len(self._sessions) > _MAX_TRACKED:
+            self._sessions.pop(next(iter(self._sessions)))
         if last is not None and last[0] == session and seq > last[1] + 1:
-            with self._lock:
-                self._stats["gaps"] += seq - last[1] - 1
+            self._bump("gaps", seq - last[1] - 1)

@@ -176,7 +176,7 @@ def _wheelhouse(wheel: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def camera() -> Iterator[MjpegCamera]:
-    cam = MjpegCamera()
+    cam = MjpegCamera(fps=30.0)
     yield cam
     cam.close()
 
