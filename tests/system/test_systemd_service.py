@@ -280,7 +280,7 @@ def test_install_as_the_docs_say_and_ready_only_after_the_first_frame(service: S
         t_frames = time.monotonic()
         camera.stalled.clear()
     out, err = install.communicate(timeout=120)
-    assert install.returncode == 0, out + err
+    assert install.returncode == 0, out + err + service.journal_text("-n", "40")
     print(f"\ninstall returned {time.monotonic() - t_frames:.1f} s after the camera sent frames")
     assert f"give the 3 entries below {STATE}/models to segcam:segcam" in out, out
     assert "run: systemctl enable --now segcam.service" in out, out
