@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +40,6 @@ UNIT = "segcam.service"
 VENV = "/opt/segcam"
 SEGCAM = f"{VENV}/bin/segcam"
 STATE = "/var/lib/segcam"
-RECORDING = f"{STATE}/recording.mp4"
 MODEL_FILES = ("mediapipe-selfie.tflite", "mediapipe-selfie.onnx", "mediapipe-selfie.onnx.json")
 # Installed Python: Debian 12's (the wheelhouse is for it).
 CONTAINER_PYTHON = "3.11"
@@ -399,11 +400,15 @@ def test_stop_is_quick_and_leaves_a_playable_recording(service: Service):
     assert took < 2.0, took
     p = service.props("ActiveState", "Result")
     assert (p["ActiveState"], p["Result"]) == ("inactive", "success"), p
-    recorded = [e["MESSAGE"] for e in service.journal() if "recorded" in e["MESSAGE"]][-1]
-    frames = int(recorded.split("recorded ", 1)[1].split()[0])
+    said = [
+        re.match(r"segcam\.record: recorded (\d+) frames to (\S+)", e["MESSAGE"])
+        for e in service.journal()
+    ]
+    recorded = [m for m in said if m][-1]
+    frames, path = int(recorded.group(1)), posixpath.join(STATE, recorded.group(2))
     probe = (
         "import cv2, sys\n"
-        f"cap = cv2.VideoCapture('{RECORDING}')\n"
+        f"cap = cv2.VideoCapture('{path}')\n"
         "n = 0\n"
         "while cap.read()[0]:\n"
         "    n += 1\n"
@@ -411,7 +416,7 @@ def test_stop_is_quick_and_leaves_a_playable_recording(service: Service):
         "print(n, int(w), int(h))\n"
     )
     out = service.m.sh(f"{VENV}/bin/python - <<'EOF'\n{probe}EOF").stdout.split()
-    assert int(out[0]) == frames and frames >= 30, (out, recorded)
+    assert int(out[0]) == frames and frames >= 30, (out, recorded.group(0))
     assert out[1:] == ["320", "240"], out
     service.m.sh("systemctl start segcam")
     service.wait_running()
