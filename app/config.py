@@ -227,7 +227,7 @@ class RefineConfig:
 
     threshold: float = _num(0.5, 0.0, 1.0)
     soft: bool = True  # keep a soft (0..1) mask; False = hard threshold
-    feather: int = _num(3, 0, 255)  # edge blur radius in pixels at frame size; 0 = off
+    feather: int = _num(0, 0, 255)  # edge blur radius in pixels at frame size; 0 = off
     smoothing: float = _num(
         0.6, 0.0, 1.0
     )  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
@@ -235,7 +235,7 @@ class RefineConfig:
     min_blob_area: float = _num(
         0.0, 0.0, 0.999
     )  # drop foreground blobs smaller than this fraction of the frame
-    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    upsample: Literal["bilinear", "guided"] = "guided"  # guided: edges follow the frame
     guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
     guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
 
