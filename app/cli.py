@@ -25,6 +25,7 @@ COMMANDS = (
     ("model", "segcam.commands.model"),
     ("engine", "segcam.commands.engine"),
     ("subscribe", "segcam.commands.subscribe"),
+    ("relay", "segcam.commands.relay"),
     ("keys", "segcam.commands.keys"),
     ("doctor", "segcam.commands.doctor"),
     ("service", "segcam.commands.service"),

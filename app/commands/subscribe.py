@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 HELP = "receive a published mask stream: fps, latency, bytes/s, errors; show or save it"
 
-_ALL = ("mask", "frame", "telemetry")
+_ALL = ("mask", "frame", "telemetry", "relay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latest", action="store_true", help="drop queued messages, keep only the newest"
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="discard messages published more than S seconds ago (default 2; 0 = keep all; "
+        "needs this host's clock in sync with the publisher's)",
     )
     parser.add_argument("--server-key", metavar="FILE", help="publisher's public .key (CURVE)")
     parser.add_argument("--client-key", metavar="FILE", help="this client's .key_secret (CURVE)")
@@ -98,7 +106,12 @@ class _Window:
             "bytes_per_s": round(self.nbytes / dt),
             "decode_errors": sub_stats["decode_errors"],
             "gaps": sub_stats["gaps"],
+            "lost_publisher": sub_stats["lost_publisher"],
+            "lost_transport": sub_stats["lost_transport"],
+            "missed_before_join": sub_stats["missed_before_join"],
+            "discarded_old": sub_stats["discarded_old"],
             "restarts": sub_stats["restarts"],
+            "handshake_failures": sub_stats["handshake_failures"],
         }
 
 
@@ -111,8 +124,9 @@ def _status_line(s: Dict[str, Any]) -> str:
     return (
         f"{fps} | publish->recv p50/p95 {ms(s['publish_to_recv_ms'])}"
         f" | capture->recv {ms(s['capture_to_recv_ms'])}"
-        f" | {s['bytes_per_s'] / 1e6:.2f} MB/s | gaps {s['gaps']}"
-        f" | decode errors {s['decode_errors']}"
+        f" | {s['bytes_per_s'] / 1e6:.2f} MB/s"
+        f" | lost {s['gaps']} (publisher {s['lost_publisher']}, transport {s['lost_transport']})"
+        f" | too old {s['discarded_old']} | decode errors {s['decode_errors']}"
     )
 
 
@@ -155,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     topics = list(dict.fromkeys(topics))
     if args.count < 0:
         raise UsageError("--count must be 0 or more")
+    if not args.max_age >= 0:
+        raise UsageError("--max-age must be 0 (keep all) or a positive number of seconds")
     # What --count counts: masks, or every message when masks are not subscribed.
     counted = "mask" if "mask" in topics else None
     show = False
@@ -181,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         server_key=args.server_key,
         client_key=args.client_key,
+        max_age_s=args.max_age,
     )
     window, total = _Window(), _Window()
     masks = 0
@@ -238,11 +255,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("summary " + json.dumps(summary), flush=True)
     if rc == 9:
-        raise PublishError(
-            f"no message from {', '.join(args.url)} for {args.timeout:g} s",
+        hint = (
             "is segcam running with publish.enabled=true on that address? "
-            "check the port, firewall and CURVE keys",
+            "check the port, firewall and CURVE keys"
         )
+        if stats["handshake_failures"]:
+            hint = (
+                f"the publisher refused the handshake {stats['handshake_failures']} times: "
+                "pass --server-key (its public key) and --client-key (a .key_secret whose "
+                ".key is in the publisher's authorised keys), or drop them for a "
+                "plaintext publisher"
+            )
+        elif stats["discarded_old"]:
+            hint = (
+                f"{stats['discarded_old']} messages arrived but were older than "
+                f"--max-age {args.max_age:g} s: sync the clocks (NTP) or raise --max-age"
+            )
+        raise PublishError(f"no message from {', '.join(args.url)} for {args.timeout:g} s", hint)
     return rc
 
 
