@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -199,12 +201,17 @@ def run(args: argparse.Namespace) -> int:
         client_key=args.client_key,
         max_age_s=args.max_age,
     )
+    # Ctrl-C and SIGTERM end the loop between messages, so a --json line is never cut.
+    stopping = threading.Event()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: (stopping.set(), sub.stop()))
     window, total = _Window(), _Window()
     masks = 0
     next_status = time.monotonic() + args.interval
     rc = 0
     try:
-        while True:
+        while not stopping.is_set():
             msg = sub.recv(timeout=0.25)
             now = time.monotonic()
             if msg is not None:
@@ -241,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         summary = total.summary(sub.stats)
         stats = sub.stats
         sub.close()

@@ -131,7 +131,7 @@ class ConnectionMonitor:
             if self._auth_logged and kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._log.debug("%s handshake refused on %s", self._what, where)
                 return
-            held = self._throttle.allow(kind)
+            held = self._throttle.allow("handshake")
             if held is None:
                 return
             self._log.warning(
