@@ -20,6 +20,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    author="The segcam developers",
+    url="https://github.com/segcam/segcam",
+    project_urls={
+        "Documentation": "https://github.com/segcam/segcam/tree/main/docs",
+        "Source": "https://github.com/segcam/segcam",
+        "Issues": "https://github.com/segcam/segcam/issues",
+        "Wire protocol": "https://github.com/segcam/segcam/blob/main/docs/protocol.md",
+    },
     python_requires=">=3.8",
     # The source folder is app/ (the project's layout); it installs as the import package
     # `segcam`, so nothing claims the common name `app` in a user's site-packages.
@@ -53,16 +61,23 @@ setup(
         "gpu": ["cuda-python>=11.4"],
         "jetson": ["jetson-stats>=4.2"],
         "plot": ["matplotlib>=3.3"],
+        # Crash-safe H.264/VP9/VP8 recording on the CPU. PyAV's wheels bundle FFmpeg with
+        # libx264, which is GPL: a build that must avoid it records VP8/VP9 (libvpx, BSD)
+        # from a PyAV built against an FFmpeg without x264, or uses the Jetson's hardware
+        # encoder through GStreamer (docs/recording.md).
+        "record": ["av>=12"],
         "test": [
             "pytest>=7",
             "hypothesis>=6",
             "pycocotools>=2.0.6",
             "scikit-image>=0.19",
             "matplotlib>=3.3",  # `segcam bench --plot` and the GPU timeline plot are tested
+            "av>=12",  # the recorder's kill -9 / rotation / budget tests
             # Google's own runtime, for fidelity tests of the tflite->ONNX converter
             "ai-edge-litert>=1.0; python_version >= '3.9' and python_version < '3.13'",
         ],
-        "lint": ["ruff==0.17.6", "vermin==1.9.2"],  # pinned: new rules must not break CI
+        # pinned: new rules must not break CI
+        "lint": ["ruff==0.17.6", "vermin==1.9.2", "mypy==2.4.1"],
     },
     entry_points={"console_scripts": ["segcam=segcam.cli:main"]},
     classifiers=[

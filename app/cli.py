@@ -14,19 +14,21 @@ import sys
 from typing import List, Optional, Sequence
 
 from segcam import __version__
-from segcam.errors import SegcamError
-from segcam.log import setup_logging
+from segcam.errors import SegcamError, exit_codes_text
+from segcam.log import for_stderr, setup_logging
 
 # (command name, module) in the order `segcam --help` lists them.
 COMMANDS = (
     ("run", "segcam.commands.run"),
     ("demo", "segcam.commands.demo"),
     ("bench", "segcam.commands.bench"),
+    ("eval", "segcam.commands.eval"),
     ("model", "segcam.commands.model"),
     ("engine", "segcam.commands.engine"),
     ("subscribe", "segcam.commands.subscribe"),
     ("relay", "segcam.commands.relay"),
     ("keys", "segcam.commands.keys"),
+    ("config", "segcam.commands.config"),
     ("doctor", "segcam.commands.doctor"),
     ("service", "segcam.commands.service"),
 )
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segcam",
         description="Person segmentation and background replacement for live video.",
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"segcam {__version__}")
     parser.add_argument(
@@ -49,12 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet in this checkout
+        # A command module that fails to import is a packaging bug: let it fail loudly.
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -85,4 +85,4 @@ def _print_error(exc: SegcamError) -> None:
     lines: List[str] = [f"segcam: error: {exc.message}"]
     if exc.hint:
         lines.append(f"segcam: hint: {exc.hint}")
-    print("\n".join(lines), file=sys.stderr)
+    print(for_stderr("\n".join(lines)), file=sys.stderr)

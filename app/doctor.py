@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from segcam.config import Config
+from segcam.schemes import INPUTS, PREFERRED, REQUIRED, input_needs
+from segcam.thermal.sensors import is_jetson
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -127,7 +129,7 @@ def _jetson(ctx: DoctorContext) -> Dict[str, Any]:
                 info["l4t"] = f"{major}.{rev}"
                 minor = int(rev.split(".")[0]) if rev.split(".")[0].isdigit() else -1
                 info["jetpack"] = _JETPACK.get((major, minor))
-        info["is_jetson"] = bool(release) or bool(model and "jetson" in model.lower())
+        info["is_jetson"] = is_jetson(str(ctx.root))
         ctx.cache["jetson"] = info
     return ctx.cache["jetson"]
 
@@ -153,7 +155,7 @@ def check_jetson(ctx: DoctorContext) -> Check:
         )
     jp = f", JetPack {info['jetpack']}" if info["jetpack"] else ""
     preset = _preset_for(info["model"] or "")
-    tip = f"; thermal preset: configs/devices/{preset}.yaml" if preset else ""
+    tip = f"; preset: --config {preset}" if preset else ""
     return Check("jetson", OK, f"{info['model']}: L4T {info['l4t']}{jp}{tip}", data=info)
 
 
@@ -267,8 +269,7 @@ def check_onnxruntime(ctx: DoctorContext) -> Check:
 def check_opencv(ctx: DoctorContext) -> Check:
     """OpenCV version and whether it was built with GStreamer (csi:// and gst: need it)."""
     cv2 = _import("cv2")
-    uri = ctx.cfg.input.uri
-    needs_gst = uri.startswith(("csi://", "gst:", "rtsp://"))
+    uris = input_uris(ctx.cfg)
     if cv2 is None:
         return Check(
             "opencv",
@@ -277,30 +278,41 @@ def check_opencv(ctx: DoctorContext) -> Check:
             "on a Jetson use JetPack's python3-opencv (venv with --system-site-packages); "
             "elsewhere pip install opencv-python-headless",
         )
-    build = cv2.getBuildInformation()
-    m = re.search(r"GStreamer:\s*(\S.*)", build)
-    gst_text = m.group(1).strip() if m else "NO"
-    has_gst = gst_text.upper().startswith("YES")
+    from segcam.sources import gstreamer_support
+
+    has_gst, gst_text = gstreamer_support()
     detail = (
         f"OpenCV {cv2.__version__}, GStreamer: {'yes ' + gst_text[3:].strip() if has_gst else 'no'}"
     )
     data = {"version": cv2.__version__, "gstreamer": has_gst}
     if has_gst:
         return Check("opencv", OK, detail, data=data)
-    if uri.startswith(("csi://", "gst:")):
+    needs = {uri: input_needs(uri)[0] for uri in uris}
+    required = [uri for uri, need in needs.items() if need == REQUIRED]
+    if required:
         return Check(
             "opencv",
             FAIL,
-            f"{detail}; input {uri} needs GStreamer",
+            f"{detail}; input {', '.join(required)} needs GStreamer",
             "use JetPack's OpenCV (python3-opencv, built with GStreamer) instead of the pip wheel",
             data,
         )
-    hint = "" if not needs_gst else "rtsp:// works through FFmpeg; GStreamer gives hardware decode"
-    return Check("opencv", OK, f"{detail} (needed only for csi:// and gst: inputs)", hint, data)
+    preferred = [uri for uri, need in needs.items() if need == PREFERRED]
+    hint = (
+        "network streams work through FFmpeg; GStreamer gives hardware decode" if preferred else ""
+    )
+    wanted = " and ".join(
+        e.schemes[0] + ("://" if e.kind != "gst" else ":")
+        for e in INPUTS
+        if e.gstreamer == REQUIRED
+    )
+    return Check("opencv", OK, f"{detail} (needed only for {wanted} inputs)", hint, data)
 
 
-def _is_camera_uri(uri: str) -> bool:
-    return uri.isdigit() or uri.startswith(("/dev/video", "v4l2://", "csi://"))
+def input_uris(cfg: Any) -> List[str]:
+    """Every input of the config: the ``inputs:`` entries, else ``input.uri``."""
+    entries = getattr(cfg, "inputs", None) or []
+    return [e.uri for e in entries] or [cfg.input.uri]
 
 
 def check_cameras(ctx: DoctorContext) -> Check:
@@ -312,10 +324,12 @@ def check_cameras(ctx: DoctorContext) -> Check:
         proc = ctx.command(["v4l2-ctl", "--device", dev, "--list-formats"])
         if proc is not None and proc.returncode == 0:
             formats[shown] = re.findall(r"'(\w{3,4})'", proc.stdout)
-    uri = ctx.cfg.input.uri
+    uris = input_uris(ctx.cfg)
+    uri = ", ".join(uris)
     data = {"devices": names, "formats": formats}
+    wanted = [d for d in (_camera_device(u) for u in uris) if d]
     if not names:
-        if _is_camera_uri(uri) and not uri.startswith("csi://"):
+        if wanted:
             return Check(
                 "cameras",
                 FAIL,
@@ -326,22 +340,30 @@ def check_cameras(ctx: DoctorContext) -> Check:
         return Check("cameras", WARN, f"no /dev/video* devices (input is {uri})", data=data)
     listed = ", ".join(f"{n} [{' '.join(formats[n])}]" if formats.get(n) else n for n in names[:8])
     hint = "" if formats or ctx.which("v4l2-ctl") else "apt install v4l-utils to list formats"
-    wanted = _camera_device(uri)
-    if wanted and wanted not in names:
+    absent = [d for d in wanted if d not in names]
+    if absent:
         return Check(
-            "cameras", FAIL, f"{wanted} (input.uri) is absent; present: {listed}", hint, data
+            "cameras",
+            FAIL,
+            f"{', '.join(absent)} (input.uri) is absent; present: {listed}",
+            hint,
+            data,
         )
     return Check("cameras", OK, listed, hint, data)
 
 
 def _camera_device(uri: str) -> Optional[str]:
-    if uri.isdigit():
-        return f"/dev/video{uri}"
-    if uri.startswith("/dev/video"):
-        return uri
-    if uri.startswith("v4l2://"):
-        return uri[len("v4l2://") :]
-    return None
+    """The /dev/video device of a V4L2 camera input (None for other inputs, csi:// too)."""
+    from segcam.errors import SourceError
+    from segcam.sources import parse_uri  # imports OpenCV: only once cv2 was checked
+
+    try:
+        spec = parse_uri(uri)
+    except SourceError:
+        return None
+    if spec.kind != "camera":
+        return None
+    return spec.target if spec.target.startswith("/dev/") else f"/dev/video{spec.target}"
 
 
 def _thermal_cfg(ctx: DoctorContext):
@@ -554,6 +576,50 @@ def check_publish(ctx: DoctorContext) -> Check:
     return Check("publish", OK, f"bound to {where} ({curve})")
 
 
+def check_recorder(ctx: DoctorContext) -> Check:
+    """Which writer records file:// outputs here, why, and whether a crash keeps the file."""
+    from segcam.errors import OutputError
+    from segcam.outputs import parse_output
+    from segcam.recording.choice import choose
+
+    files = []
+    for uri in ctx.cfg.output.uris:
+        try:
+            kind, target = parse_output(uri)
+        except OutputError:
+            continue  # the outputs are checked when segcam run starts
+        if kind == "file":
+            files.append(target)
+    path = Path(files[0]).expanduser() if files else Path("out.mp4")
+    rec = ctx.cfg.output.record
+    try:
+        choice = choose(path, ctx.cfg.output.codec, rec.recorder)
+    except OutputError as exc:
+        status = FAIL if files else WARN
+        return Check("recorder", status, f"{path.name}: {exc.message}", exc.hint)
+    lead = f"{path.name}" if files else "no file:// output; a .mp4 would record with"
+    detail = f"{lead} {choice.summary()}"
+    data = {
+        "backend": choice.backend,
+        "codec": choice.codec.name if choice.codec else choice.fourcc,
+        "container": choice.container.name,
+        "crash_safe": choice.crash_safe,
+        "flush_interval_s": rec.flush_interval_s,
+    }
+    if choice.codec is not None and choice.backend == "pyav":
+        data["encoder_licence"] = choice.codec.licence
+    if not choice.crash_safe:
+        return Check(
+            "recorder",
+            WARN,
+            detail,
+            "pip install 'segcam[record]' (PyAV) and record to .mp4/.mkv/.webm for files that "
+            "survive a crash",
+            data,
+        )
+    return Check("recorder", OK, detail, data=data)
+
+
 def check_service(ctx: DoctorContext) -> Check:
     """The systemd unit's state when installed."""
     enabled = ctx.command(["systemctl", "is-enabled", "segcam.service"])
@@ -592,6 +658,7 @@ CHECKS: List[Callable[[DoctorContext], Check]] = [
     check_model,
     check_engine,
     check_publish,
+    check_recorder,
     check_service,
 ]
 

@@ -102,3 +102,27 @@ class ServiceError(SegcamError):
     """systemd service install/uninstall/notify failed."""
 
     exit_code = 11
+
+
+# The exit codes of every segcam command: `segcam --help` prints this table and the README
+# carries the same one (a test keeps the two and the classes above in agreement).
+EXIT_CODES = (
+    (0, "success; also a stop by SIGTERM (systemd's clean stop)"),
+    (1, "unexpected internal error (a bug: please report it with its traceback)"),
+    (2, "invalid configuration, --set value or command-line usage (ConfigError, UsageError)"),
+    (3, "model missing, corrupt, not matching its profile, or its fetch failed (ModelError)"),
+    (4, "inference backend or TensorRT engine unusable (BackendError, EngineError)"),
+    (5, "input cannot be opened, or was lost for good (SourceError)"),
+    (6, "output cannot be opened: no display, unwritable path (OutputError)"),
+    (7, "a pipeline stage failed while running (PipelineError)"),
+    (8, "CUDA / NVRTC failure where a GPU was required (GpuError)"),
+    (9, "mask stream setup failed or a message did not decode (PublishError, ProtocolError)"),
+    (10, "thermal sensor configuration unusable (ThermalError)"),
+    (11, "systemd service install, uninstall or notify failed (ServiceError)"),
+    (130, "interrupted by SIGINT (Ctrl-C), as shells expect"),
+)
+
+
+def exit_codes_text() -> str:
+    """The exit-code table as plain text (the ``--help`` epilog)."""
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES)

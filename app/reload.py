@@ -18,31 +18,19 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from segcam.config import Config, config_to_dict, load_config
+from segcam.config import Config, config_to_dict, load_config, stream_configs
 from segcam.errors import ConfigError
+from segcam.pipeline.knobs import BACKGROUND_PREFIX, CONFIG_KNOBS, background_knob
 
 log = logging.getLogger("segcam.reload")
 
-# Keys applied through runner.knobs: config path -> knob name.
-KNOB_KEYS: Dict[str, str] = {
-    "refine.threshold": "threshold",
-    "refine.soft": "soft",
-    "refine.feather": "feather",
-    "refine.smoothing": "smoothing",
-    "refine.min_blob_area": "min_blob_area",
-    "refine.infer_every": "infer_every",
-    "publish.every_n": "publish_every",
-    "publish.max_fps": "publish_max_fps",
-}
-# Key prefixes applied live by other means.
-BACKGROUND_PREFIX = "composite.background."
+# Keys applied through the knobs: segcam.pipeline.knobs.CONFIG_KNOBS (one mapping).
 LOG_LEVEL_KEY = "logging.level"
 # Applied by extensions offering reconfigure(cfg) (the thermal governor); without one
 # they need a restart.
@@ -80,6 +68,7 @@ class ReloadPlan:
     """How each changed key will be handled."""
 
     knobs: Dict[str, Any] = field(default_factory=dict)  # knob name -> new value
+    knob_keys: List[str] = field(default_factory=list)  # the config keys behind them
     background: bool = False
     log_level: Optional[str] = None
     extension_keys: List[str] = field(default_factory=list)
@@ -101,11 +90,18 @@ def plan_reload(
 ) -> ReloadPlan:
     """Sort the changed keys into live changes and restart-only ones."""
     plan = ReloadPlan()
-    for key, (_, value) in changes.items():
-        if key in KNOB_KEYS:
-            plan.knobs[KNOB_KEYS[key]] = value
+    for key, (before, value) in changes.items():
+        if key == INPUTS_KEY and live_inputs_change(before, value):
+            # Only the entries' refine/background changed: each stream's knobs follow.
+            plan.knob_keys.extend(k for k in CONFIG_KNOBS if k.startswith("refine."))
+            plan.knob_keys.append(BACKGROUND_PREFIX + "mode")
+            plan.background = True
+        elif key in CONFIG_KNOBS:
+            plan.knobs[CONFIG_KNOBS[key]] = value
+            plan.knob_keys.append(key)
         elif key.startswith(BACKGROUND_PREFIX):
             plan.background = True
+            plan.knob_keys.append(key)
         elif key == LOG_LEVEL_KEY:
             plan.log_level = str(value)
         elif key.startswith(EXTENSION_PREFIXES) and extensions_reconfigurable:
@@ -117,10 +113,22 @@ def plan_reload(
     return plan
 
 
-def background_knob(cfg: Config) -> Tuple[Tuple[str, Any], ...]:
-    """``composite.background`` as the sorted, hashable items that KnobValues holds."""
-    items = dataclasses.asdict(cfg.composite.background)
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items.items()))
+INPUTS_KEY = "inputs"
+_LIVE_INPUT_KEYS = ("refine", "background")
+
+
+def live_inputs_change(before: Any, after: Any) -> bool:
+    """Whether two ``inputs:`` lists differ only in their entries' refine/background."""
+    if not isinstance(before, list) or not isinstance(after, list) or len(before) != len(after):
+        return False
+    for a, b in zip(before, after):
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            return False
+        rest_a = {k: v for k, v in a.items() if k not in _LIVE_INPUT_KEYS}
+        rest_b = {k: v for k, v in b.items() if k not in _LIVE_INPUT_KEYS}
+        if rest_a != rest_b:
+            return False
+    return True
 
 
 def effective_config(old: Config, new: Config, restart_keys: Sequence[str]) -> Config:
@@ -224,20 +232,23 @@ class ConfigReloader:
             from segcam.compose import check_background
 
             try:
-                check_background(new.composite.background)
+                for stream in stream_configs(new):  # every stream's own background
+                    check_background(stream.cfg.composite.background)
             except ConfigError as exc:
                 msg = f"reload rejected, keeping the running config: {exc.message}"
                 log.error("%s%s", msg, f" ({exc.hint})" if exc.hint else "")
                 return ReloadResult(False, msg)
         applied: List[str] = []
         effective = effective_config(old, new, plan.restart_keys)
-        if plan.knobs and getattr(runner, "knobs", None) is not None:
-            runner.knobs.update(**plan.knobs)
+        if plan.knob_keys:
+            # Each stream takes its own values (its inputs entry may override refine or
+            # background), so the host derives them from the effective config.
+            runner.apply_config_knobs(effective, plan.knob_keys)
         if plan.log_level:
             from segcam.log import setup_logging
 
             setup_logging(plan.log_level)
-        _set_config(runner, effective)
+        runner.set_config(effective)
         for ext in extensions:
             try:
                 ext.reconfigure(effective)
@@ -270,8 +281,14 @@ def overrides_from_args(args: Any) -> List[str]:
     ``output.uris`` (JSON is valid YAML, so any URI survives quoting).
     """
     out = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "input", None):
-        out.append("input.uri=" + json.dumps(str(args.input)))
+    inputs = getattr(args, "input", None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if inputs and len(inputs) == 1:
+        out.append("input.uri=" + json.dumps(str(inputs[0])))
+        out.append("inputs=[]")
+    elif inputs:
+        out.append("inputs=" + json.dumps([{"uri": str(u)} for u in inputs]))
     if getattr(args, "output", None):
         out.append("output.uris=" + json.dumps([str(o) for o in args.output]))
     return out
@@ -291,22 +308,8 @@ def _notifier(runner: Any) -> Any:
 
 
 def _extensions(runner: Any) -> List[Any]:
-    exts = getattr(runner, "extensions", None)
-    if exts is None:
-        exts = getattr(runner, "_extensions", ())
-    return list(exts or ())
+    return list(runner.extensions)
 
 
 def _thermal_extensions(extensions: Sequence[Any]) -> List[Any]:
     return [e for e in extensions if "therm" in str(getattr(e, "name", "")).lower()]
-
-
-def _set_config(runner: Any, cfg: Config) -> None:
-    setter = getattr(runner, "set_config", None)
-    if callable(setter):
-        setter(cfg)
-        return
-    try:
-        runner.config = cfg
-    except AttributeError:
-        log.debug("runner.config is read-only; the reloaded config is not recorded there")

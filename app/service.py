@@ -176,6 +176,21 @@ def format_status(status: Mapping[str, Any], threshold: Optional[float] = None) 
             parts.append(" ".join(piece))
     if threshold is not None:
         parts.append(f"threshold {threshold:.2f}")
+    degraded = status.get("degraded")
+    if isinstance(degraded, Mapping):
+        parts.extend(f"DEGRADED {where}: {why}" for where, why in degraded.items())
+    streams = status.get("streams")
+    if isinstance(streams, Mapping) and streams:
+        states = [st.get("state", "") for st in streams.values() if isinstance(st, Mapping)]
+        piece = f"{states.count('running')}/{len(states)} streams running"
+        failed = [
+            sid
+            for sid, st in streams.items()
+            if isinstance(st, Mapping) and st.get("state") == "failed"
+        ]
+        if failed:
+            piece += f" (failed: {', '.join(failed)})"
+        parts.append(piece)
     return " | ".join(parts) if parts else "running"
 
 

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from segcam import schemes
 from segcam.config import InputConfig
 from segcam.errors import SourceError
 
@@ -40,8 +41,7 @@ FrameRead = Tuple[np.ndarray, int, int]  # (BGR uint8 frame, capture epoch ns, c
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
-STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "rtp")
-SCHEMES = ("demo", "v4l2", "csi", "file", "gst") + STREAM_SCHEMES
+SCHEMES = tuple(name for entry in schemes.INPUTS for name in entry.schemes)
 
 _FLIP_CODES = {"horizontal": 1, "vertical": 0, "both": -1}
 # nvvidconv flip-method for the same flips (0 none, 4 horizontal, 6 vertical, 2 rotate-180).
@@ -90,25 +90,28 @@ def parse_uri(uri: str) -> SourceSpec:
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", text)
     if m:
         scheme, rest = m.group(1).lower(), m.group(2)
-        if scheme == "v4l2":
+        entry = schemes.input_for_scheme(scheme)
+        if entry is None:
+            raise SourceError(
+                f"unknown input scheme '{scheme}://' in {text!r}", schemes.input_examples()
+            )
+        if entry.kind == "camera":
             dev = rest or "/dev/video0"
             if re.fullmatch(r"\d+", dev):
                 dev = f"/dev/video{dev}"
             return SourceSpec("camera", dev, text)
-        if scheme == "csi":
+        if entry.kind == "csi":
             sensor = rest or "0"
             if not re.fullmatch(r"\d+", sensor):
                 raise SourceError(f"csi://{rest}: the sensor id must be a number", "e.g. csi://0")
             return SourceSpec("csi", sensor, text)
-        if scheme == "file":
+        if entry.kind == "file":
             return _path_spec(rest, text)
-        if scheme in STREAM_SCHEMES:
-            return SourceSpec("stream", text, text)
-        raise SourceError(
-            f"unknown input scheme '{scheme}://' in {text!r}",
-            "use demo, a camera (0, /dev/video0, v4l2://, csi://0), rtsp://, a video file, "
-            "an image directory or glob, or gst:<pipeline>",
-        )
+        if entry.kind == "demo":
+            return SourceSpec("demo", text, text)
+        if entry.kind == "gst":
+            return SourceSpec("gst", rest, text)
+        return SourceSpec(entry.kind, text, text)
     return _path_spec(text, text)
 
 
@@ -122,11 +125,17 @@ def _path_spec(path: str, uri: str) -> SourceSpec:
     return SourceSpec("file", path, uri)
 
 
+def gstreamer_support() -> Tuple[bool, str]:
+    """Whether this OpenCV build runs GStreamer pipelines, and its build line ("YES (1.22)")."""
+    info = cv2.getBuildInformation()
+    m = re.search(r"GStreamer:\s*(\S.*)", info)
+    text = m.group(1).strip() if m else "NO"
+    return text.upper().startswith("YES"), text
+
+
 def opencv_has_gstreamer() -> bool:
     """Whether this OpenCV build can run GStreamer pipelines (needed for csi:// and gst:)."""
-    info = cv2.getBuildInformation()
-    m = re.search(r"GStreamer:\s*(\S+)", info)
-    return bool(m and m.group(1).upper().startswith("YES"))
+    return gstreamer_support()[0]
 
 
 def csi_pipeline(sensor_id: str, width: int, height: int, fps: float, flip: str = "none") -> str:
@@ -168,6 +177,11 @@ class Source:
         self._flip_turn = 0
 
     # -- public API -------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """True between a successful ``open`` and ``close``."""
+        return self._opened
+
     def open(self) -> None:
         """Open the device/file; raise SourceError naming the problem if impossible."""
         self._open()
@@ -340,6 +354,7 @@ class CaptureSource(Source):
         self.live = kind in ("camera", "csi", "stream", "gst") or (kind == "file" and cfg.realtime)
         self.reconnects = kind in ("camera", "csi", "stream", "gst")
         self.frame_count = 0
+        self._pass_frames = 0  # frames decoded since the file was opened or rewound
         # Decoded frames go into two buffers used in turn (see Source._flipped).
         self._decoded: List[Optional[np.ndarray]] = [None, None]
         self._turn = 0
@@ -445,11 +460,38 @@ class CaptureSource(Source):
             return None
         frame = self._read_into(cap)
         if frame is not None:
+            self._pass_frames += 1
             return frame
-        if self.spec.kind == "file" and self.cfg.loop and self._stats.frames > 0:
+        if self.spec.kind != "file":
+            return None
+        self._check_complete()
+        if self.cfg.loop and self._stats.frames > 0:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            return self._read_into(cap)
+            self._pass_frames = 0
+            frame = self._read_into(cap)
+            if frame is not None:
+                self._pass_frames += 1
+            return frame
         return None
+
+    def _check_complete(self) -> None:
+        """Warn when a file ends before the frame count its container declares.
+
+        A damaged or truncated file otherwise ends like a whole one, with exit code 0.
+        The count is the container's (sometimes an estimate from duration x fps), so a
+        shortfall of a frame or two, or under 1%, is not reported.
+        """
+        declared, reached = self.frame_count, self._pass_frames
+        if declared <= 0 or reached >= declared - max(2, declared // 100):
+            return
+        self._stats.extra["ended_early"] = {"reached": reached, "declared": declared}
+        log.warning(
+            "input %s ended at frame %d of the %d its container declares: the file may be "
+            "damaged or truncated (check it with ffprobe)",
+            self.spec.uri,
+            reached,
+            declared,
+        )
 
     def _read_into(self, cap: cv2.VideoCapture) -> Optional[np.ndarray]:
         """One decoded frame, written into this turn's buffer (OpenCV reuses it when the
@@ -538,13 +580,10 @@ class ImageSource(Source):
 def open_source(cfg: InputConfig) -> Source:
     """Build (not yet open) the Source for ``cfg.uri``; raise SourceError if unusable."""
     spec = parse_uri(cfg.uri)
-    if spec.kind == "demo":
-        return DemoSource(spec, cfg)
-    if spec.kind == "images":
-        return ImageSource(spec, cfg)
     if spec.kind == "file" and not Path(spec.target).exists():
         raise SourceError(
             f"input file {spec.target} does not exist",
             "check the path, or use demo / a camera (0, csi://0)",
         )
-    return CaptureSource(spec, cfg)
+    source: Source = schemes.input_kind(spec.kind).build(spec, cfg)
+    return source

@@ -28,6 +28,8 @@ from segcam.outputs import SinkFrame, ThreadedSink
 log = logging.getLogger("segcam.output")
 
 BOUNDARY = "segcamframe"
+# Every path the server answers (the 404 page lists them).
+ROUTES = ("/", "/stream.mjpg", "/snapshot.jpg")
 PAGE = (
     "<!doctype html><html><head><title>segcam</title>"
     '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
@@ -81,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/stream.mjpg":
             self._stream()
         else:
-            self._send(404, "text/plain", b"not found: try / or /stream.mjpg\n")
+            self._send(404, "text/plain", f"not found: try {', '.join(ROUTES)}\n".encode())
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)

@@ -87,8 +87,8 @@ def test_unwritable_path_fails_at_start_and_leaves_nothing(tmp_path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
         FileSink(str(blocker / "out.mp4")).start()
-    check_writable(tmp_path / "new" / "ok.mp4")
-    assert not (tmp_path / "new" / "ok.mp4").exists()  # the check leaves no empty file
+    check_writable(tmp_path / "ok.mp4")
+    assert not (tmp_path / "ok.mp4").exists()  # the check leaves no empty file
     with pytest.raises(OutputError, match="four-character"):
         FileSink(str(tmp_path / "x.mp4"), codec="h264x").preflight()
 
@@ -181,8 +181,16 @@ def test_display_sink_shows_frames() -> None:
 def test_a_recording_without_frames_leaves_no_file(tmp_path) -> None:
     out = tmp_path / "empty.mp4"
     sink = FileSink(str(out), record_mask=True)
+
+    class Source:  # the runner's source, whose size is known at start
+        size = (64, 48)
+        fps = 25.0
+
+    class Runner:
+        source = Source()
+
+    sink.attach(Runner())
     sink.start()
-    sink._open_writers((64, 48))  # as when the source's size is known at start
-    assert out.exists()
+    assert out.exists() and mask_video_path(out).exists()
     sink.stop(2.0)
     assert not out.exists() and not mask_video_path(out).exists()

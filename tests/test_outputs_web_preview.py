@@ -60,8 +60,12 @@ def test_snapshot_stream_and_page_over_http() -> None:
             assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
             head = resp.read(4096)
         assert b"--segcamframe" in head and b"Content-Type: image/jpeg" in head
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(base + "/nope", timeout=10)
+        assert missing.value.code == 404
+        listed = missing.value.read().decode()
+        for route in ("/stream.mjpg", "/snapshot.jpg"):  # every real route is offered
+            assert route in listed
     finally:
         stop.set()
         feeder.join(5)

@@ -153,3 +153,15 @@ int main(void) {
     for bad in (b"`", b"0p", b"5"):
         run = subprocess.run([str(exe)], input=b"2 2 %d\n" % len(bad) + bad, capture_output=True)
         assert run.returncode == 1
+
+
+def test_reader_limits_table_matches_the_code(doc: str) -> None:
+    """docs/protocol.md's table of reader limits states SubscriberLimits' defaults."""
+    import dataclasses
+
+    from segcam.publish.limits import SubscriberLimits
+
+    section = doc.split("### Limits a reader applies", 1)[1]
+    rows = dict(re.findall(r"^\| `(max_\w+)` \| (\d+) \|", section, flags=re.M))
+    defaults = {f.name: f.default for f in dataclasses.fields(SubscriberLimits)}
+    assert {k: int(v) for k, v in rows.items()} == defaults

@@ -186,6 +186,7 @@ def test_command_line_overrides_keep_winning(runner_and_governor):
     assert overrides == [
         "refine.feather=5",
         'input.uri="http://cam/stream"',
+        "inputs=[]",  # one --input replaces an inputs: list of the file
         'output.uris=["none"]',
     ]
     runner.config.input.uri = "http://cam/stream"  # what `segcam run --input` did at start

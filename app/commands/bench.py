@@ -19,12 +19,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from segcam.commands import add_config_options, config_from_args
 from segcam.errors import UsageError
+from segcam.pipeline.contracts import STAGE_NAMES
 
 HELP = "measure sequential vs pipelined throughput and per-stage latency"
 
 log = logging.getLogger("segcam")
 
-MAIN_STAGES = ("capture", "preprocess", "infer", "composite")
+MAIN_STAGES = STAGE_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

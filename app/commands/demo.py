@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segcam.commands import add_config_options, config_from_args
-from segcam.errors import UsageError
+from segcam.errors import OutputError, UsageError
 
 HELP = "run the full pipeline on a synthetic demo scene; writes a video and a contact sheet"
 
@@ -40,7 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``segcam demo``."""
-    from segcam.commands.run import build_extensions, build_hup_handler, run_pipeline
+    from segcam.commands.run import (
+        build_extensions,
+        build_hup_handler,
+        exit_code_of,
+        run_pipeline,
+    )
     from segcam.outputs import ContactSheetSink, display_available
 
     if args.seconds <= 0:
@@ -48,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     cfg.input.uri = "demo"
     out_dir = Path(args.output_dir).expanduser()
+    try:  # the demo's own output folder is made for the user (any other output's is not)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the demo's output folder {out_dir}: {exc.strerror or exc}",
+            "choose another with --output-dir",
+        ) from None
     video = out_dir / "segcam-demo.mp4"
     sheet_path = out_dir / "segcam-demo-sheet.png"
     uris = [f"file://{video}"]
@@ -81,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             f"mask vs the scene's true silhouette: IoU {min(sheet.ious):.2f}-"
             f"{max(sheet.ious):.2f} over {len(sheet.ious)} sampled frames"
         )
-    return 0
+    return exit_code_of(runner)
 
 
 def _truth_of(cfg: Any) -> Callable[[int], Any]:

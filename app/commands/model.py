@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output path (default: into the model cache if FILE is a registered model's "
         ".tflite, else FILE with .onnx)",
     )
+    p.add_argument(
+        "--dynamic-batch",
+        action="store_true",
+        help="give the ONNX a dynamic batch dimension (several frames per call; segcam "
+        "run makes such a variant by itself when several inputs share the model)",
+    )
     _cache_option(p)
     add_config_options(p)
 
@@ -136,7 +142,9 @@ def _convert(args: argparse.Namespace) -> int:
             src = cached_src
         else:
             out = src.with_suffix(".onnx")
-    print(convert_file(src, out, source=source, progress=_progress))
+    print(
+        convert_file(src, out, source=source, progress=_progress, dynamic_batch=args.dynamic_batch)
+    )
     return 0
 
 
@@ -158,7 +166,8 @@ def _list(args: argparse.Namespace) -> int:
     from segcam.models.registry import cache_state, list_models
 
     cache = _cache_dir(args)
-    print(f"{'NAME':28} {'INPUT':10} {'CACHE':8} DESCRIPTION")
+    # Sizes are width x height everywhere segcam prints them (as in 1920x1080).
+    print(f"{'NAME':28} {'INPUT WxH':10} {'CACHE':8} DESCRIPTION")
     for spec in list_models():
         _n, h, w, _c = spec.input_shape
         state = cache_state(spec.name, cache)

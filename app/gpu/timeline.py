@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
-STAGES = ("preprocess", "infer", "composite")
+from segcam.pipeline.contracts import DEVICE_STAGES
+
+STAGES = DEVICE_STAGES  # the stages that run on CUDA streams
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A backend is built from a :class:`~segcam.inference.profile.ModelProfile` and a model (ONNX
 file or TensorRT engine). It checks at load time that the model matches the profile and
-then runs one batch-1 inference per call.
+then runs one inference per call: one frame (``infer``), or with a dynamic batch
+dimension several frames of different streams at once (``infer_batch``).
 
 Two ways to run:
 
@@ -16,7 +17,7 @@ Two ways to run:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -61,6 +62,19 @@ class Backend(Protocol):
 
     def infer(self, tensor: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Run one inference on a host tensor; return the chosen raw output."""
+
+    @property
+    def max_batch(self) -> int:
+        """Frames one ``infer_batch`` call may carry (1: the model's batch is fixed)."""
+
+    def infer_batch(self, tensors: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Run once on host tensors stacked ``[N, ...]``; return the stacked raw outputs."""
+
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """Recurrent state fed back between frames (empty for stateless models)."""
+
+    def set_state(self, states: Dict[str, np.ndarray]) -> None:
+        """Feed ``states`` next (each stream of a shared backend keeps its own)."""
 
     def infer_device(self, in_ptr: int, out_ptr: int, stream: int) -> None:
         """Run on device buffers, enqueued on ``stream`` (GPU path only)."""

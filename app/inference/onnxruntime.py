@@ -30,6 +30,7 @@ from segcam.inference.profile import ModelProfile
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 64  # the most frames one call carries on a dynamic-batch model
 AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -191,8 +192,9 @@ class OnnxRuntimeBackend:
         self._state_feeds = {s.output: s.name for s in profile.state_inputs if s.output}
         self._binding = self._sess.io_binding() if not profile.state_inputs else None
         self._out_buf: Optional[np.ndarray] = None
-        if all(d >= 0 for d in self._out_spec.shape):
-            self._out_buf = np.empty(self._out_spec.shape, dtype=self._out_spec.dtype)
+        one = self._out_shape(1)
+        if one is not None:
+            self._out_buf = np.empty(one, dtype=self._out_spec.dtype)
         if warmup:
             self._warmup()
         log.info("onnxruntime: %s on %s (%s)", self.path.name, self.provider, ", ".join(active))
@@ -311,6 +313,99 @@ class OnnxRuntimeBackend:
     def output_spec(self) -> TensorSpec:
         """The chosen output."""
         return self._out_spec
+
+    @property
+    def max_batch(self) -> int:
+        """Frames one :meth:`infer_batch` call may carry: 1 unless the batch is dynamic.
+
+        A recurrent model (``state_inputs``) keeps one state per call sequence, so it
+        runs one frame per call whatever its shape.
+        """
+        if self.profile.state_inputs or self.input_spec.shape[0] >= 0:
+            return 1
+        return MAX_BATCH
+
+    def _out_shape(self, n: int) -> Optional[Tuple[int, ...]]:
+        """The chosen output's shape for a batch of ``n`` (None if it has other unknowns)."""
+        dims = list(self._out_spec.shape)
+        if dims and dims[0] < 0:
+            dims[0] = n
+        if any(d < 0 for d in dims):
+            return None
+        return tuple(dims)
+
+    def infer_batch(self, tensors: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Run once on ``tensors`` stacked along the batch axis; returns the stacked outputs.
+
+        ``tensors`` is ``[N, ...]`` with N <= :attr:`max_batch` and each item of the
+        profile's input shape. With ``out`` of the right shape the result goes there.
+        """
+        p = self.profile
+        n = int(tensors.shape[0]) if tensors.ndim == len(p.input_shape) else 0
+        if (
+            n < 1
+            or n > self.max_batch
+            or tensors.shape[1:] != p.input_shape[1:]
+            or tensors.dtype != p.np_dtype
+            or not tensors.flags.c_contiguous
+        ):
+            raise BackendError(
+                f"batched input is {tensors.dtype} {tensors.shape}, the model takes up to "
+                f"{self.max_batch} contiguous {p.np_dtype} {p.input_shape[1:]} per call",
+                "stack preprocessed tensors of the same profile",
+            )
+        if n == 1 and self.max_batch == 1:
+            result = self.infer(tensors[0:1].reshape(p.input_shape), out=out)
+            return result
+        b = self._binding
+        assert b is not None  # stateless (max_batch > 1)
+        spec = self._out_spec
+        shape = self._out_shape(n)
+        target = None
+        if (
+            out is not None
+            and out.shape == shape
+            and out.dtype == np.dtype(spec.dtype)
+            and out.flags.c_contiguous
+        ):
+            target = out
+        if target is None and shape is not None:
+            target = np.empty(shape, dtype=spec.dtype)
+        try:
+            b.bind_input(
+                self.input_spec.name,
+                "cpu",
+                0,
+                tensors.dtype,
+                list(tensors.shape),
+                tensors.ctypes.data,
+            )
+            if target is not None:
+                b.bind_output(
+                    spec.name, "cpu", 0, target.dtype, list(target.shape), target.ctypes.data
+                )
+            else:
+                b.bind_output(spec.name, "cpu")
+            self._sess.run_with_iobinding(b)
+        except self._errors as exc:
+            raise BackendError(
+                f"onnxruntime batched inference failed on {self.provider}: "
+                f"{str(exc).strip()[:300]}",
+                "check that the model runs with `segcam model info` and the profile matches",
+            ) from None
+        if target is None:
+            result = b.copy_outputs_to_cpu()[0]
+            return result
+        return target
+
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """The recurrent state now fed back (empty for a model without state inputs)."""
+        return dict(self._states)
+
+    def set_state(self, states: Dict[str, np.ndarray]) -> None:
+        """Feed ``states`` (from :meth:`get_state`) next: streams sharing one session each
+        keep their own recurrent state and swap it in for their frames."""
+        self._states = dict(states)
 
     def reset_state(self) -> None:
         """Reset recurrent state inputs to their initial values."""

@@ -19,8 +19,8 @@ from segcam.inference.profile import ModelProfile
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------- TensorRT hook
-# The TENSORRT owner fills this in (app/inference/tensorrt.py). Contract:
+# ----------------------------------------------------------------- TensorRT branch
+# app/inference/tensorrt.py implements it. Contract:
 #   return (backend, reason) when a TensorRT engine for this model/profile/device can run,
 #   or (None, why_not) otherwise, e.g. (None, "not installed"), (None, "no engine for
 #   sm_87 / TensorRT 8.5 in engines/"). Raise only for a broken engine the user asked

@@ -9,7 +9,7 @@ Only calls present in both TensorRT 8.5 (JetPack 5.1) and 10.x (JetPack 6) are u
 (binding indices, ``execute_async_v2``, ``get_binding_*``) appears here.
 
 Memory goes through a small seam, :class:`DeviceMemory`: on a GPU it is
-:class:`CudaMemory` (the GPU helper's ``segcam.gpu`` buffers and streams); the CPU-tier tests
+:class:`CudaMemory` (``segcam.gpu``'s buffers and streams); the CPU-tier tests
 hand in a host-memory implementation that only works with their TensorRT stand-in.
 
 :func:`select_tensorrt` is the TensorRT branch of backend selection: it checks that
@@ -162,7 +162,7 @@ class DeviceMemory(Protocol):
 
 
 class CudaMemory:
-    """:class:`DeviceMemory` on the GPU helper's ``segcam.gpu`` buffers, streams and context."""
+    """:class:`DeviceMemory` on ``segcam.gpu``'s buffers, streams and context."""
 
     def __init__(self, device_index: int = 0) -> None:
         from segcam.gpu.device import GpuContext
@@ -471,6 +471,26 @@ class TensorRTBackend:
         if not self._context.execute_async_v3(int(stream)):
             why = self._logger.errors[-1] if self._logger.errors else "see the TensorRT log"
             raise BackendError(f"TensorRT execute_async_v3 failed: {why}")
+
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """No recurrent state (profiles with state inputs are refused at load)."""
+        return {}
+
+    def set_state(self, states: Dict[str, np.ndarray]) -> None:
+        """Nothing to restore (see :meth:`get_state`)."""
+
+    @property
+    def max_batch(self) -> int:
+        """1: an engine runs one frame per execution here (several streams share it in turn)."""
+        return 1
+
+    def infer_batch(self, tensors: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``[1, ...]`` stacked input (see :attr:`max_batch`): one :meth:`infer`."""
+        if tensors.shape[0] != 1:
+            raise BackendError(
+                f"this TensorRT engine takes one frame per call, got a batch of {tensors.shape[0]}"
+            )
+        return self.infer(tensors[0:1].reshape(self.input_spec.shape), out=out)
 
     def infer(self, tensor: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Host in, host out (own stream; synchronous). Returns the chosen output, raw."""

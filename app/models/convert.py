@@ -30,8 +30,11 @@ def convert_file(
     onnx_path: Path,
     source: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
+    dynamic_batch: bool = False,
 ) -> Path:
     """Convert ``tflite_path`` into ``onnx_path`` and write its sidecar; returns onnx_path.
+
+    ``dynamic_batch`` gives the model a symbolic batch dimension (several frames a call).
 
     ``source`` describes where the .tflite came from (e.g. wheel and member); by default
     the file itself. Raises ModelError for a missing, corrupt or unsupported model.
@@ -43,7 +46,7 @@ def convert_file(
     data = tflite_path.read_bytes()
     say = progress or (lambda _msg: None)
     say(f"converting {tflite_path.name} ({len(data) / 1e6:.2f} MB) to ONNX opset {ONNX_OPSET}")
-    model = convert_tflite(data, tflite_path.name)
+    model = convert_tflite(data, tflite_path.name, dynamic_batch=dynamic_batch)
     blob = model.SerializeToString()
     write_atomic(onnx_path, blob)
     info: Dict[str, Any] = {
@@ -55,10 +58,12 @@ def convert_file(
         "onnx_opset": ONNX_OPSET,
         "onnx_ir_version": ONNX_IR_VERSION,
         "nodes": len(model.graph.node),
+        "batch": "dynamic" if dynamic_batch else 1,
         "inputs": _io_specs(model.graph.input),
         "outputs": _io_specs(model.graph.output),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     write_sidecar(onnx_path, info)
-    say(f"wrote {onnx_path.name}: {len(model.graph.node)} nodes, onnx.checker ok, static shapes")
+    shapes = "dynamic batch" if dynamic_batch else "static shapes"
+    say(f"wrote {onnx_path.name}: {len(model.graph.node)} nodes, onnx.checker ok, {shapes}")
     return onnx_path

@@ -611,7 +611,18 @@ def _check_shapes(e: _Emitter, model: onnx.ModelProto) -> None:
             )
 
 
-def convert_tflite(data: bytes, source: str = "model.tflite") -> onnx.ModelProto:
-    """Parse TFLite bytes and return a checked, shape-inferred ONNX ModelProto."""
+def convert_tflite(
+    data: bytes, source: str = "model.tflite", dynamic_batch: bool = False
+) -> onnx.ModelProto:
+    """Parse TFLite bytes and return a checked, shape-inferred ONNX ModelProto.
+
+    The graph is built and self-checked at batch 1; ``dynamic_batch`` then makes its
+    batch dimension a symbol (segcam.models.batch), so one call can run several frames.
+    """
     graph = parse_tflite(data, source)
-    return convert_graph(graph, doc=f"converted from {source} by segcam {CONVERTER_VERSION}")
+    model = convert_graph(graph, doc=f"converted from {source} by segcam {CONVERTER_VERSION}")
+    if dynamic_batch:
+        from segcam.models.batch import with_dynamic_batch
+
+        model = with_dynamic_batch(model)
+    return model

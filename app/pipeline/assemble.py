@@ -58,6 +58,42 @@ def open_backend(cfg: Config) -> Tuple[Any, str]:
     return backend, reason
 
 
+def open_shared_backend(cfg: Config, streams: int) -> Tuple[Any, str]:
+    """The one backend several streams share, batch-capable where the model allows.
+
+    ONNX Runtime on a model fixed at batch 1 is reopened on its dynamic-batch variant
+    (segcam.models.batch, made once into the model cache); a model that cannot be
+    rewritten, a recurrent one, or TensorRT run one frame per call, and the reason is
+    logged.
+    """
+    import dataclasses
+
+    from segcam.inference.select import select_backend
+    from segcam.models.batch import batched_model
+
+    profile, path = resolve_model(cfg)
+    backend, reason = select_backend(cfg, profile, path)
+    want = streams > 1 and cfg.streams.batch_max > 1
+    if want and backend.name == "onnxruntime" and backend.max_batch == 1:
+        if profile.state_inputs:
+            log.info("inference: recurrent model: one frame per call, state kept per stream")
+        else:
+            try:
+                batched = batched_model(path, model_cache_dir(cfg) / "batch-cache")
+            except ModelError as exc:
+                log.info("inference: one frame per call (%s)", exc.message)
+            else:
+                if batched != path:
+                    ort_cfg = dataclasses.replace(
+                        cfg, inference=dataclasses.replace(cfg.inference, backend="onnxruntime")
+                    )
+                    again, why = select_backend(ort_cfg, profile, batched)
+                    backend.close()
+                    backend, reason = again, f"{why}, dynamic batch"
+    log.info("inference: %s", reason)
+    return backend, reason
+
+
 def preflight_sinks(sinks: Any) -> None:
     """Check outputs that can be checked before the model loads (writable paths)."""
     for sink in sinks:

@@ -24,6 +24,7 @@ class KnobValues:
     paused: bool = False  # critical heat: no inference, frames pass with the last mask
     pause_mode: str = "last_mask"  # or "background": plain background while paused
     profile_override: Optional[str] = None  # lighter model profile chosen by the governor
+    thermal_level: int = 0  # the governor's state: 0 normal, 1 warm, 2 hot, 3 critical
     threshold: float = 0.5
     soft: bool = True
     feather: int = 0
@@ -66,30 +67,71 @@ class Knobs:
         return dataclasses.asdict(self.snapshot())
 
 
+#: The config keys that steer the running pipeline, and the knob each one sets. The one
+#: mapping: knobs_from_config builds the initial values from it, SIGHUP reload applies
+#: changed keys through it, and each stream of a multi-input run gets its own values.
+CONFIG_KNOBS: Dict[str, str] = {
+    "refine.threshold": "threshold",
+    "refine.soft": "soft",
+    "refine.feather": "feather",
+    "refine.smoothing": "smoothing",
+    "refine.min_blob_area": "min_blob_area",  # a fraction of the frame, as in the config
+    "refine.infer_every": "infer_every",
+    "publish.every_n": "publish_every",
+    "publish.max_fps": "publish_max_fps",
+    "thermal.pause_mode": "pause_mode",
+}
+#: Keys under this prefix all set the one ``background`` knob.
+BACKGROUND_PREFIX = "composite.background."
+
+
+def _lookup(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def background_knob(cfg: Config) -> Tuple[Tuple[str, Any], ...]:
+    """``composite.background`` as the sorted, hashable items that KnobValues holds."""
+    items = dataclasses.asdict(cfg.composite.background)
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items.items()))
+
+
+def knob_values_for(cfg: Config, keys: Any) -> Dict[str, Any]:
+    """``{knob: value}`` that ``cfg`` gives for the config ``keys`` that map to knobs."""
+    out: Dict[str, Any] = {}
+    for key in keys:
+        if key in CONFIG_KNOBS:
+            out[CONFIG_KNOBS[key]] = _lookup(cfg, key)
+        elif key.startswith(BACKGROUND_PREFIX) or key == "background":
+            out["background"] = background_knob(cfg)
+    return out
+
+
+def is_knob_key(key: str) -> bool:
+    """Whether a config key is applied live through the knobs."""
+    return key in CONFIG_KNOBS or key.startswith(BACKGROUND_PREFIX)
+
+
 def knobs_from_config(cfg: Config, base: Optional[KnobValues] = None) -> KnobValues:
     """Knob values that a config asks for (refine, background, publish, pause mode).
 
     ``base`` keeps what the config does not set (e.g. the governor's fps cap) when a
     reloaded config is applied to a running pipeline.
     """
-    r = cfg.refine
-    bg = dataclasses.asdict(cfg.composite.background)
     values = base or KnobValues()
-    return dataclasses.replace(
-        values,
-        infer_every=r.infer_every,
-        threshold=r.threshold,
-        soft=r.soft,
-        feather=r.feather,
-        smoothing=r.smoothing,
-        min_blob_area=r.min_blob_area,  # a fraction of the frame, as in the config
-        pause_mode=cfg.thermal.pause_mode,
-        background=tuple(
-            sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in bg.items())
-        ),
-        publish_every=cfg.publish.every_n,
-        publish_max_fps=cfg.publish.max_fps,
-    )
+    return dataclasses.replace(values, **knob_values_for(cfg, list(CONFIG_KNOBS) + ["background"]))
 
 
-__all__ = ["KnobValues", "Knobs", "field", "knobs_from_config"]
+__all__ = [
+    "BACKGROUND_PREFIX",
+    "CONFIG_KNOBS",
+    "KnobValues",
+    "Knobs",
+    "background_knob",
+    "field",
+    "is_knob_key",
+    "knob_values_for",
+    "knobs_from_config",
+]

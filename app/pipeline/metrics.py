@@ -202,6 +202,50 @@ class PipelineMetrics:
         }
 
 
+def combined_snapshot(parts: List[PipelineMetrics], names: List[str]) -> Dict[str, Any]:
+    """The totals of several pipelines (streams), in the shape of one snapshot.
+
+    Counters and rates add up; latency percentiles are over the samples of every stream
+    together; drops and sinks are listed per stream as ``<stream>:<name>``.
+    """
+    snaps = [m.snapshot() for m in parts]
+    stages: Dict[str, Dict[str, Any]] = {}
+    order: List[str] = []
+    for m in parts:
+        order.extend(n for n in m.stage_names if n not in order)
+    for name in order:
+        rings = [m.stages[name] for m in parts if name in m.stages]
+        vals = np.concatenate([r.values() for r in rings]) if rings else np.zeros(0)
+        p50, p95 = (None, None) if vals.size == 0 else np.percentile(vals, (50, 95))
+        stages[name] = {
+            "p50_ms": _ms(None if p50 is None else float(p50)),
+            "p95_ms": _ms(None if p95 is None else float(p95)),
+            "count": sum(r.count for r in rings),
+        }
+    g = np.concatenate([m.g2g.values() for m in parts]) if parts else np.zeros(0)
+    g50, g95 = (None, None) if g.size == 0 else (float(v) for v in np.percentile(g, (50, 95)))
+    drops: Dict[str, int] = {}
+    sinks: Dict[str, Any] = {}
+    for name, snap in zip(names, snaps):
+        for key, value in snap["drops"].items():
+            drops[f"{name}:{key}"] = value
+        for key, value in snap["sinks"].items():
+            sinks[f"{name}:{key}"] = value
+    return {
+        "fps": round(sum(s["fps"] for s in snaps), 2),
+        "average_fps": round(sum(s["average_fps"] for s in snaps), 2),
+        "frames_in": sum(s["frames_in"] for s in snaps),
+        "frames_out": sum(s["frames_out"] for s in snaps),
+        "inferences": sum(s["inferences"] for s in snaps),
+        "stages": stages,
+        "drops": drops,
+        "glass_to_glass_ms": {"p50": _ms(g50), "p95": _ms(g95)},
+        "sinks": sinks,
+        "backend": snaps[0]["backend"] if snaps else "",
+        "uptime_s": max((s["uptime_s"] for s in snaps), default=0.0),
+    }
+
+
 def status_line(snap: Dict[str, Any], extensions: Optional[Dict[str, Any]] = None) -> str:
     """One compact line for the periodic status log."""
     parts = [f"fps {snap['fps']:.1f}", f"frames {snap['frames_out']}"]
@@ -223,6 +267,8 @@ def status_line(snap: Dict[str, Any], extensions: Optional[Dict[str, Any]] = Non
         if isinstance(st, dict) and st:
             brief = ",".join(f"{k}={v}" for k, v in list(st.items())[:4])
             parts.append(f"{name}: {brief}")
+    for where, why in (snap.get("degraded") or {}).items():
+        parts.append(f"DEGRADED {where}: {why}")
     return " | ".join(parts)
 
 

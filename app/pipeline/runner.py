@@ -17,92 +17,114 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from segcam.config import Config
 from segcam.errors import OutputError, PipelineError, SegcamError
-from segcam.pipeline.knobs import Knobs, knobs_from_config
+from segcam.inference.backend import Backend
+from segcam.pipeline.contracts import METRIC_SERIES, Extension, Host, Sink, Source, drive_stage
+from segcam.pipeline.knobs import Knobs, knob_values_for, knobs_from_config
 from segcam.pipeline.metrics import PipelineMetrics, status_line
 from segcam.pipeline.queues import END_OF_STREAM, LatestQueue
-from segcam.pipeline.slots import FrameSlot, SlotRing, ensure_buffer
+from segcam.pipeline.slots import FrameSlot, SlotRing, ensure_buffer, filled
 from segcam.pipeline.stages import Stage, StageSet, build_stages
 from segcam.pipeline.types import FrameResult
 
 log = logging.getLogger("segcam.pipeline")
 
-STAGES = ("capture", "preprocess", "infer", "composite", "output")
+QUEUES = ("preprocess_in", "infer_in", "composite_in")
 
 
 class Runner:
-    """Runs one pipeline: ``Runner(cfg, source, backend, sinks, extensions).run()``.
+    """Runs one stream's pipeline: ``Runner(cfg, source, backend, sinks, extensions).run()``.
 
-    ``stages`` overrides the factory's choice (tests, benchmarks); ``backpressure`` forces
-    lossless (True) or latest-frame (False) hand-off instead of deciding from the source.
+    On its own (``segcam bench``, tests, the single-input case of older callers) it also
+    hosts the control-plane ``extensions``. Under a :class:`~segcam.pipeline.supervisor.
+    Supervisor` it is one of several streams: ``host`` is the supervisor, which owns the
+    extensions, and :meth:`start` / :meth:`shutdown` are called by it. ``stages``
+    overrides the factory's choice (tests, benchmarks); ``backpressure`` forces lossless
+    (True) or latest-frame (False) hand-off instead of deciding from the source.
     """
 
     def __init__(
         self,
-        cfg: Any,
-        source: Any,
-        backend: Any,
-        sinks: Sequence[Any] = (),
-        extensions: Sequence[Any] = (),
+        cfg: Config,
+        source: Source,
+        backend: Backend,
+        sinks: Sequence[Sink] = (),
+        extensions: Sequence[Extension] = (),
         stages: Optional[StageSet] = None,
         backpressure: Optional[bool] = None,
+        stream_id: str = "",
+        host: Optional[Host] = None,
     ) -> None:
         self._config = cfg
         self.source = source
         self.backend = backend
-        self.sinks: List[Any] = list(sinks)
-        self.extensions: List[Any] = list(extensions)
-        self.profile = getattr(backend, "profile", None)
+        self.stream_id = stream_id
+        self.host = host
+        self.sinks: List[Sink] = list(sinks)
+        self.extensions: List[Extension] = list(extensions)
+        self.profile = backend.profile
         self.stages = stages if stages is not None else build_stages(cfg, backend, self.profile)
         # Stages of other model profiles (the thermal governor's light model), by name:
         # frames whose knobs say profile_override=name run through them.
-        self.profile_stages: Dict[str, Tuple[StageSet, Any, str]] = {}
+        self.profile_stages: Dict[str, Tuple[StageSet, Optional[Backend], str]] = {}
         if backpressure is None:
-            backpressure = not getattr(source, "live", False) and not cfg.input.realtime
+            backpressure = not source.live and not cfg.input.realtime
         self.backpressure = bool(backpressure)
         self.knobs = Knobs(knobs_from_config(cfg))
-        self.metrics = PipelineMetrics(list(STAGES))
-        self.metrics.backend = getattr(backend, "provider", "") or getattr(backend, "name", "")
+        self.metrics = PipelineMetrics(list(METRIC_SERIES))
+        self.metrics.backend = backend.provider or backend.name
         self.stop_event = threading.Event()
         self.first_frame_event = threading.Event()
         self.eos_event = threading.Event()  # a finite source ended and every frame drained
         self.frames_completed = 0
         self.error: Optional[SegcamError] = None
         self.error_where = ""
+        self.degraded: Dict[str, str] = {}  # part -> why it stopped while the pipeline runs
         self.stop_reason = ""
         self._lock = threading.Lock()
         self._threads: List[threading.Thread] = []
-        self._started_sinks: List[Any] = []
-        self._started_exts: List[Any] = []
+        self._started_sinks: List[Sink] = []
+        self._started_exts: List[Extension] = []
         self._running = False
-        self._shut_down = False  # set once _shutdown took the profile stages to close
+        self._shut_down = False  # set once shutdown took the profile stages to close
         self._max_frames: Optional[int] = None
+        # Why the capture loop ended the stream; the drained end reports it as the reason.
+        self._end_reason = "end of input"
         self._cv_threads_before: Optional[int] = None
         self._build_queues()
 
     # ------------------------------------------------------------------ public API
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         """The current Config (a SIGHUP reload may replace it)."""
         return self._config
 
     @config.setter
-    def config(self, cfg: Any) -> None:
+    def config(self, cfg: Config) -> None:
         self._config = cfg
+
+    def set_config(self, cfg: Config) -> None:
+        """Record ``cfg`` as the config in effect (after a reload)."""
+        self._config = cfg
+
+    def apply_config_knobs(self, cfg: Config, keys: Sequence[str]) -> None:
+        """Set the knobs named in ``keys`` to what ``cfg`` asks for."""
+        changes = knob_values_for(cfg, keys)
+        if changes:
+            self.knobs.update(**changes)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask every thread to stop (safe from any thread and from signal handlers)."""
         if not self.stop_event.is_set():
             self.stop_reason = self.stop_reason or reason
             self.stop_event.set()
-        interrupt = getattr(self.source, "interrupt", None)
-        if interrupt is not None:
-            interrupt()
+        self.source.interrupt()
 
     def report_error(self, exc: BaseException, where: str) -> None:
         """Record a failure of ``where`` (stage, sink, extension) and stop the pipeline."""
@@ -121,15 +143,32 @@ class Runner:
             log.debug("%s failed", where, exc_info=exc)
         self.request_stop(f"{where} failed")
 
-    def add_profile_stages(self, name: str, stages: StageSet, backend: Any = None) -> None:
+    def report_degraded(self, where: str, message: str) -> None:
+        """A part (a recording on a full disk) stopped; the pipeline and other outputs go on.
+
+        Logged once as an error, kept in ``status()["degraded"]`` until cleared.
+        """
+        with self._lock:
+            new = self.degraded.get(where) != message
+            self.degraded[where] = message
+        if new:
+            log.error("%s: %s (the pipeline keeps running)", where, message)
+
+    def clear_degraded(self, where: str) -> None:
+        """``where`` works again."""
+        with self._lock:
+            self.degraded.pop(where, None)
+
+    def add_profile_stages(
+        self, name: str, stages: StageSet, backend: Optional[Backend] = None
+    ) -> None:
         """Register the stages of model profile ``name`` (built off the hot path).
 
         Frames captured with ``knobs.profile_override == name`` run through them; the
         runner closes them and ``backend`` at shutdown, or at once if they arrive after it
         (a builder thread racing with the stop).
         """
-        profile = getattr(backend, "profile", None)
-        model_id = profile.identity() if hasattr(profile, "identity") else name
+        model_id = backend.profile.identity() if backend is not None else name
         with self._lock:
             if not self._shut_down:
                 self.profile_stages[name] = (stages, backend, model_id)
@@ -140,34 +179,49 @@ class Runner:
 
     def _stage_of(self, slot: FrameSlot, name: str, default: Stage) -> Tuple[Stage, str]:
         """The stage ``name`` for this slot's profile and that profile's model id ("" = main)."""
-        override = getattr(slot.knobs, "profile_override", None)
+        override = slot.knobs.profile_override if slot.knobs is not None else None
         entry = self.profile_stages.get(override) if override else None
         if entry is None:
             return default, ""
-        return getattr(entry[0], name), entry[2]
+        return entry[0].stage(name), entry[2]
 
-    def add_extension(self, ext: Any) -> None:
+    def add_extension(self, ext: Extension) -> None:
         """Add a control-plane extension; started at once if the pipeline runs."""
         self.extensions.append(ext)
         if self._running:
             self._start_extension(ext)
 
-    def status(self) -> Dict[str, Any]:
-        """Metrics snapshot plus source, knobs and every extension's status."""
-        snap = self.metrics.snapshot()
-        exts: Dict[str, Any] = {}
-        for ext in list(self.extensions):
-            name = getattr(ext, "name", type(ext).__name__)
-            try:
-                exts[name] = ext.status()
-            except Exception as exc:  # noqa: BLE001 - status must never kill the caller
-                exts[name] = {"error": str(exc)}
-        snap["extensions"] = exts
-        stats = getattr(self.source, "stats", None)
-        snap["source"] = stats() if stats is not None else {}
+    def stream_status(self) -> Dict[str, object]:
+        """This stream's metrics snapshot plus its source, knobs, device and hand-off mode."""
+        snap: Dict[str, object] = dict(self.metrics.snapshot())
+        snap["source"] = self.source.stats()
         snap["knobs"] = self.knobs.as_dict()
         snap["device"] = self.stages.device
         snap["mode"] = "backpressure" if self.backpressure else "latest-frame"
+        with self._lock:
+            snap["degraded"] = dict(self.degraded)
+        if self.stream_id:
+            snap["stream_id"] = self.stream_id
+        snap["state"] = self.state
+        if self.error is not None:
+            snap["error"] = str(self.error)
+        return snap
+
+    @property
+    def state(self) -> str:
+        """running | ended | failed | stopped | idle."""
+        if self.error is not None:
+            return "failed"
+        if self.eos_event.is_set():
+            return "ended"
+        if self.stop_event.is_set():
+            return "stopped"
+        return "running" if self._running else "idle"
+
+    def status(self) -> Dict[str, object]:
+        """Metrics snapshot plus source, knobs and every extension's status."""
+        snap = self.stream_status()
+        snap["extensions"] = extension_status(self.extensions)
         return snap
 
     def run(self, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> int:
@@ -176,18 +230,23 @@ class Runner:
         Returns 0, or the exit code of the error that stopped the pipeline. Errors while
         starting (a sink that cannot open) are raised after cleaning up.
         """
-        self._max_frames = max_frames
         try:
-            self._start()
+            self.start(max_frames)
+            for ext in list(self.extensions):
+                self._start_extension(ext)
         except BaseException:
-            self._shutdown()
+            self.shutdown()
             raise
         try:
             self._supervise(max_seconds)
         finally:
-            self._shutdown()
+            self.shutdown()
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        """0, or the exit code of the error that stopped this pipeline."""
         if self.error is not None:
-            return int(getattr(self.error, "exit_code", PipelineError.exit_code)) or 1
+            return int(self.error.exit_code) or 1
         return 0
 
     # ------------------------------------------------------------------ construction
@@ -196,7 +255,7 @@ class Runner:
         count = max(2, self._config.pipeline.slots)
         self.ring = SlotRing(count)
         self.queues: Dict[str, LatestQueue] = {}
-        for order, name in enumerate(("preprocess_in", "infer_in", "composite_in")):
+        for order, name in enumerate(QUEUES):
             self.queues[name] = LatestQueue(
                 name,
                 depth,
@@ -204,32 +263,33 @@ class Runner:
                 on_drop=self._dropped,
                 order=order,
             )
-            self.metrics.watch_drops(name, lambda q=self.queues[name]: q.drops)
+            self.metrics.watch_drops(name, _queue_drops(self.queues[name]))
 
-    def _dropped(self, item: Any) -> None:
+    def _dropped(self, item: object) -> None:
         if isinstance(item, FrameSlot):
             self.ring.release(item)
 
     # ------------------------------------------------------------------ start / stop
-    def _start(self) -> None:
-        if not getattr(self.source, "_opened", False):  # the command may have opened it
+    def start(self, max_frames: Optional[int] = None) -> None:
+        """Open the source (unless open) and the sinks, start the stage threads.
+
+        Extensions are not started here: the host (this runner's :meth:`run`, or the
+        supervisor) starts them once every stream runs.
+        """
+        self._max_frames = max_frames
+        if not self.source.is_open:  # the command may have opened it
             self.source.open()
         self._set_cv_threads()
         for sink in self.sinks:
-            attach = getattr(sink, "attach", None)
-            if attach is not None:
-                attach(self)
-            if self.backpressure and hasattr(sink, "lossless"):
+            sink.attach(self)
+            if self.backpressure:
                 sink.lossless = True
             sink.start()
             self._started_sinks.append(sink)
-            name = getattr(sink, "name", type(sink).__name__)
-            self.metrics.watch_sink(name, sink.stats)
-            self.metrics.watch_drops(
-                f"sink:{name}", lambda s=sink: int(s.stats().get("dropped", 0))
-            )
+            self.metrics.watch_sink(sink.name, sink.stats)
+            self.metrics.watch_drops(f"sink:{sink.name}", _sink_drops(sink))
         q = self.queues
-        specs = [
+        specs: List[Tuple[str, Callable[..., None], tuple]] = [
             ("composite", self._composite_loop, ()),
             ("infer", self._stage_loop, (self.stages.infer, q["infer_in"], q["composite_in"])),
             (
@@ -239,24 +299,27 @@ class Runner:
             ),
             ("capture", self._capture_loop, ()),
         ]
+        tag = f"-{self.stream_id}" if self.stream_id and self.host is not None else ""
         for name, target, args in specs:
             t = threading.Thread(
-                target=self._guard, args=(name, target, args), name=f"segcam-{name}", daemon=True
+                target=self._guard,
+                args=(name, target, args),
+                name=f"segcam-{name}{tag}",
+                daemon=True,
             )
             self._threads.append(t)
             t.start()
         self._running = True
-        for ext in list(self.extensions):
-            self._start_extension(ext)
         log.info(
-            "pipeline running: %s, %s, %s hand-off, %d slots",
+            "pipeline%s running: %s, %s, %s hand-off, %d slots",
+            f" {self.stream_id}" if tag else "",
             self.metrics.backend or "backend",
             self.stages.reason or self.stages.device,
             "lossless" if self.backpressure else "latest-frame",
             len(self.ring),
         )
 
-    def _start_extension(self, ext: Any) -> None:
+    def _start_extension(self, ext: Extension) -> None:
         ext.start(self)
         self._started_exts.append(ext)
 
@@ -268,27 +331,32 @@ class Runner:
             self.stop_event.wait(0.1)
             now = time.monotonic()
             if max_seconds is not None and now - start >= max_seconds:
-                self.request_stop(f"{max_seconds:g} s elapsed")
+                self.request_stop(f"{max_seconds:g} s elapsed (--seconds)")
             if next_status is not None and now >= next_status:
                 next_status = now + interval
                 status = self.status()
-                log.info(status_line(status, status.get("extensions")))
+                log.info(status_line(status, status.get("extensions")))  # type: ignore[arg-type]
 
-    def _shutdown(self) -> None:
-        """Orderly stop within ``pipeline.stop_timeout_s``: extensions, stages, sinks, source."""
+    def shutdown(self, deadline: Optional[float] = None) -> None:
+        """Orderly stop within ``pipeline.stop_timeout_s``: extensions, stages, sinks, source.
+
+        ``deadline`` (monotonic seconds) is the supervisor's, shared by every stream.
+        """
         self.request_stop()
-        deadline = time.monotonic() + float(self._config.pipeline.stop_timeout_s)
+        budget = float(self._config.pipeline.stop_timeout_s)
+        if deadline is None:
+            deadline = time.monotonic() + budget
         for ext in reversed(self._started_exts):
             try:
                 ext.stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
-                log.warning("extension %s did not stop cleanly: %s", getattr(ext, "name", ext), exc)
+                log.warning("extension %s did not stop cleanly: %s", ext.name, exc)
         self._started_exts.clear()
         self.ring.close()
         for q in self.queues.values():
             q.close()
         # Sinks get at least half of the budget: finalising a recording matters most.
-        stage_deadline = deadline - float(self._config.pipeline.stop_timeout_s) / 2
+        stage_deadline = deadline - budget / 2
         for t in self._threads:
             t.join(max(0.0, stage_deadline - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
@@ -300,12 +368,12 @@ class Runner:
         for sink in self._started_sinks:
             try:
                 sink.stop(max(0.2, deadline - time.monotonic()))
-            except SegcamError as exc:
-                self.report_error(exc, f"sink {getattr(sink, 'name', sink)}")
             except Exception as exc:  # noqa: BLE001 - reported, then keep stopping
-                self.report_error(exc, f"sink {getattr(sink, 'name', sink)}")
+                self.report_error(exc, f"sink {sink.name}")
         self._started_sinks.clear()
-        capture_alive = any(t.name == "segcam-capture" and t.is_alive() for t in self._threads)
+        capture_alive = any(
+            t.name.startswith("segcam-capture") and t.is_alive() for t in self._threads
+        )
         if not capture_alive:  # never close a device another thread is still reading
             try:
                 self.source.close()
@@ -332,7 +400,7 @@ class Runner:
         for cores; on 2 cores, one worker measured slower (the composite stage, the
         slowest, lost its own parallelism), hence the default leaves OpenCV alone.
         """
-        want = int(getattr(self._config.pipeline, "cv_threads", 0))
+        want = int(self._config.pipeline.cv_threads)
         if want <= 0:
             return
         self._cv_threads_before = cv2.getNumThreads()
@@ -354,6 +422,7 @@ class Runner:
         next_due = 0.0
         while not self.stop_event.is_set():
             if self._max_frames is not None and frame_id >= self._max_frames:
+                self._end_reason = f"{self._max_frames} frames done (--frames)"
                 break
             t0 = time.perf_counter()
             got = source.read()
@@ -365,7 +434,7 @@ class Runner:
             if knobs.fps_cap > 0:
                 now = time.monotonic()
                 if now < next_due:
-                    if getattr(source, "live", False):
+                    if source.live:
                         continue  # a live source moves on: skip this frame
                     self.stop_event.wait(next_due - now)
                 next_due = max(next_due + 1.0 / knobs.fps_cap, time.monotonic())
@@ -403,8 +472,6 @@ class Runner:
 
     def _stage_loop(self, stage: Stage, in_q: LatestQueue, out_q: LatestQueue) -> None:
         name = stage.name
-        metrics = self.metrics
-        is_infer = name == "infer"
         main, last = stage, stage
         while not self.stop_event.is_set():
             item = in_q.get(0.1)
@@ -416,22 +483,13 @@ class Runner:
             slot = item
             stage, _ = self._stage_of(slot, name, main)
             if stage is not last:  # profile switched: start that stage afresh
-                reset = getattr(stage, "reset", None)
-                if reset is not None:
-                    reset()
+                stage.reset()
                 last = stage
-            t0 = time.perf_counter()
             try:
-                stage.process(slot)
+                drive_stage(stage, slot, self.metrics)
             except BaseException:
                 self.ring.release(slot)
                 raise
-            dt = (time.perf_counter() - t0) * 1e3
-            slot.timings_ms[name] = dt
-            if not is_infer or slot.inferred:
-                metrics.record(name, dt)  # skipped inferences would flatter the p50
-            if is_infer and slot.inferred:
-                metrics.count_inference()
             if not self._put(out_q, slot):
                 return
 
@@ -439,33 +497,24 @@ class Runner:
         main = last = self.stages.composite
         in_q = self.queues["composite_in"]
         metrics = self.metrics
-        main_id = self.profile.identity() if hasattr(self.profile, "identity") else ""
+        main_id = self.profile.identity()
         while not self.stop_event.is_set():
             item = in_q.get(0.1)
             if item is None:
                 continue
             if item is END_OF_STREAM:
                 self.eos_event.set()
-                self.request_stop("end of input")
+                self.request_stop(self._end_reason)
                 return
             slot = item
             stage, model_id = self._stage_of(slot, "composite", main)
             model_id = model_id or main_id
             if stage is not last:  # profile switched: no temporal state across models
-                reset = getattr(stage, "reset", None)
-                if reset is not None:
-                    reset()
+                stage.reset()
                 last = stage
             try:
-                t0 = time.perf_counter()
-                stage.process(slot)
+                drive_stage(stage, slot, metrics)
                 t1 = time.perf_counter()
-                dt = (t1 - t0) * 1e3
-                slot.timings_ms["composite"] = dt
-                metrics.record("composite", dt)
-                for key, ms in slot.timings_ms.items():
-                    if "/" in key:
-                        metrics.record(key, ms)
                 self._fan_out(slot, model_id)
                 metrics.record("output", (time.perf_counter() - t1) * 1e3)
             finally:
@@ -477,8 +526,8 @@ class Runner:
             frame_id=slot.frame_id,
             capture_ts_ns=slot.capture_ts_ns,
             capture_mono_ns=slot.capture_mono_ns,
-            frame=slot.composite,
-            mask=slot.mask,
+            frame=filled(slot.composite, "composite"),
+            mask=filled(slot.mask, "mask"),
             source=slot.frame,
             inferred=slot.inferred,
             model_id=model_id,
@@ -492,10 +541,29 @@ class Runner:
                 raise
             except Exception as exc:  # noqa: BLE001 - name the sink in the error
                 raise PipelineError(
-                    f"sink {getattr(sink, 'name', sink)} failed: {type(exc).__name__}: {exc}",
+                    f"sink {sink.name} failed: {type(exc).__name__}: {exc}",
                     "run with --log-level debug for the traceback",
                 ) from exc
         self.metrics.frame_done(slot.capture_mono_ns)
         self.frames_completed += 1
         if not self.first_frame_event.is_set():
             self.first_frame_event.set()
+
+
+def extension_status(extensions: Sequence[Extension]) -> Dict[str, object]:
+    """Every extension's ``status()`` by name; a failing one shows its error instead."""
+    out: Dict[str, object] = {}
+    for ext in list(extensions):
+        try:
+            out[ext.name] = ext.status()
+        except Exception as exc:  # noqa: BLE001 - status must never kill the caller
+            out[ext.name] = {"error": str(exc)}
+    return out
+
+
+def _queue_drops(q: LatestQueue) -> Callable[[], int]:
+    return lambda: q.drops
+
+
+def _sink_drops(sink: Sink) -> Callable[[], int]:
+    return lambda: int(sink.stats().get("dropped", 0))

@@ -11,26 +11,26 @@ from typing import Any, Dict
 
 import numpy as np
 
+from segcam.config import Config
+from segcam.pipeline.contracts import STAGE_NAMES, Source, drive_stage
 from segcam.pipeline.knobs import knobs_from_config
 from segcam.pipeline.metrics import PipelineMetrics
 from segcam.pipeline.slots import FrameSlot, ensure_buffer
 from segcam.pipeline.stages import StageSet
 
-SEQUENTIAL_STAGES = ("capture", "preprocess", "infer", "composite")
-
 
 def run_sequential(
-    cfg: Any, source: Any, stages: StageSet, frames: int, warmup: int = 5
+    cfg: Config, source: Source, stages: StageSet, frames: int, warmup: int = 5
 ) -> Dict[str, Any]:
     """Process ``warmup + frames`` frames in one loop; metrics cover the last ``frames``.
 
     Returns the metrics snapshot plus ``fps`` (frames / seconds over the measured frames),
     ``seconds``, ``cpu_ms_per_frame`` and ``cores_used`` (process CPU time / wall time).
     """
-    metrics = PipelineMetrics(list(SEQUENTIAL_STAGES))
+    metrics = PipelineMetrics(list(STAGE_NAMES))
     slot = FrameSlot(0)
     knobs = knobs_from_config(cfg)
-    steps = (stages.preprocess, stages.infer, stages.composite)
+    steps = stages.all()
     measured = 0
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -48,22 +48,14 @@ def run_sequential(
         np.copyto(slot.frame, frame)
         slot.frame_id, slot.capture_ts_ns, slot.capture_mono_ns = i, ts_ns, mono_ns
         slot.knobs = knobs
-        times = [time.perf_counter()]
+        read_ms = (time.perf_counter() - t0) * 1e3
+        measured_now = i >= warmup
         for stage in steps:
-            stage.process(slot)
-            times.append(time.perf_counter())
-        if i < warmup:
+            drive_stage(stage, slot, metrics if measured_now else None)
+        if not measured_now:
             continue
         measured += 1
-        metrics.record("capture", (times[0] - t0) * 1e3)
-        for stage, a, b in zip(steps, times, times[1:]):
-            if stage.name != "infer" or slot.inferred:
-                metrics.record(stage.name, (b - a) * 1e3)
-        for key, ms in slot.timings_ms.items():
-            if "/" in key:
-                metrics.record(key, ms)
-        if slot.inferred:
-            metrics.count_inference()
+        metrics.record("capture", read_ms)
         metrics.count_in()
         metrics.frame_done(mono_ns)
     seconds = time.perf_counter() - start

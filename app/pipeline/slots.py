@@ -87,6 +87,13 @@ def ensure_buffer(current: Optional[np.ndarray], shape: Any, dtype: Any = np.uin
     return np.empty(shape, dtype=dtype)
 
 
+def filled(buf: Optional[np.ndarray], what: str) -> np.ndarray:
+    """``buf``, which an earlier stage must have written (``what`` names it if not)."""
+    if buf is None:
+        raise RuntimeError(f"frame slot has no {what}: a stage ran out of order")
+    return buf
+
+
 class SlotRing:
     """Fixed set of :class:`FrameSlot` objects handed out and taken back.
 
@@ -127,9 +134,9 @@ class SlotRing:
                     slot.reset()
                     return slot
                 if steal:
-                    slot = self._steal_locked()
-                    if slot is not None:
-                        return slot
+                    stolen = self._steal_locked()
+                    if stolen is not None:
+                        return stolen
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None

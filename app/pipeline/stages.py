@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import numpy as np
 
 from segcam.errors import GpuError
-from segcam.pipeline.slots import FrameSlot, ensure_buffer
+from segcam.pipeline.contracts import Backend
+from segcam.pipeline.slots import FrameSlot, ensure_buffer, filled
 
 if TYPE_CHECKING:  # pragma: no cover
     from segcam.config import Config
@@ -34,17 +35,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("segcam.pipeline")
 
-STAGE_NAMES = ("capture", "preprocess", "infer", "composite")
-
 
 class Stage:
-    """Base of a pipeline stage: ``process(slot)`` does one frame's work in place."""
+    """Base of a pipeline stage (follows segcam.pipeline.contracts.Stage).
+
+    ``process(slot)`` does one frame's work in place; ``reset`` and ``close`` do nothing
+    unless a stage has state or resources.
+    """
 
     name = "stage"
 
     def process(self, slot: FrameSlot) -> None:
         """Do this stage's work for ``slot`` (raise on failure; the runner reports it)."""
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget per-stream state (frames went through another model profile)."""
 
     def close(self) -> None:
         """Release resources (called once, after the stage's thread ended)."""
@@ -65,7 +71,7 @@ class CpuPreprocess(Stage):
         """Write the model input for ``slot.frame`` into ``slot.tensor``."""
         p = self.profile
         slot.tensor = ensure_buffer(slot.tensor, p.input_shape, p.np_dtype)
-        self._pre(slot.frame, slot.tensor)
+        self._pre(filled(slot.frame, "frame"), slot.tensor)
 
 
 class InferStage(Stage):
@@ -76,7 +82,7 @@ class InferStage(Stage):
 
     name = "infer"
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._seen = 0
         self._have_output = False
@@ -103,7 +109,7 @@ class InferStage(Stage):
         out = slot.output
         if out is not None and out.shape != self._out_shape:
             out = None
-        slot.output = self.backend.infer(slot.tensor, out=out)
+        slot.output = self.backend.infer(filled(slot.tensor, "tensor"), out=out)
         self._out_shape = slot.output.shape
         slot.inferred = True
         self._have_output = True
@@ -149,19 +155,19 @@ class CpuComposite(Stage):
     def process(self, slot: FrameSlot) -> None:
         """Write ``slot.prob``, ``slot.mask`` and ``slot.composite``."""
         knobs = slot.knobs
-        frame = slot.frame
+        frame = filled(slot.frame, "frame")
         hw = frame.shape[:2]
         t0 = time.perf_counter()
         prob = self._probability(slot)
         slot.prob = prob if prob is not None else self.refiner.last
         t1 = time.perf_counter()
-        slot.mask = ensure_buffer(slot.mask, hw, np.float32)
-        self.refiner.refine(prob, hw, knobs, out=slot.mask)
+        mask = slot.mask = ensure_buffer(slot.mask, hw, np.float32)
+        self.refiner.refine(prob, hw, knobs, out=mask, guide=frame)
         if knobs is not None and knobs.paused and knobs.pause_mode == "background":
-            slot.mask.fill(0.0)
+            mask.fill(0.0)
         t2 = time.perf_counter()
         slot.composite = ensure_buffer(slot.composite, frame.shape, np.uint8)
-        self.compositor.compose(frame, slot.mask, knobs, out=slot.composite)
+        self.compositor.compose(frame, mask, knobs, out=slot.composite)
         t3 = time.perf_counter()
         slot.timings_ms["composite/postprocess"] = (t1 - t0) * 1e3
         slot.timings_ms["composite/refine"] = (t2 - t1) * 1e3
@@ -173,9 +179,7 @@ class CpuComposite(Stage):
 
     def close(self) -> None:
         """Release the compositor's background video, if any."""
-        close = getattr(self.compositor, "close", None)
-        if close is not None:
-            close()
+        self.compositor.close()
 
 
 @dataclass
@@ -192,6 +196,13 @@ class StageSet:
     def all(self) -> Tuple[Stage, Stage, Stage]:
         """The stages in pipeline order."""
         return (self.preprocess, self.infer, self.composite)
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name`` (one of contracts.DEVICE_STAGES)."""
+        for stage in self.all():
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage {name!r} in this stage set")
 
     def close(self) -> None:
         """Close every stage."""
@@ -225,7 +236,7 @@ def select_device(cfg: Config) -> Tuple[str, str, Any]:
     return "gpu", f"GPU stages on {getattr(info, 'name', 'GPU')}", info
 
 
-def build_cpu_stages(cfg: Config, backend: Any, profile: ModelProfile) -> StageSet:
+def build_cpu_stages(cfg: Config, backend: Backend, profile: ModelProfile) -> StageSet:
     """The OpenCV/numpy stages (the reference path)."""
     return StageSet(
         preprocess=CpuPreprocess(profile),
@@ -236,7 +247,7 @@ def build_cpu_stages(cfg: Config, backend: Any, profile: ModelProfile) -> StageS
 
 
 def build_stages(
-    cfg: Config, backend: Any, profile: ModelProfile, device: Optional[str] = None
+    cfg: Config, backend: Backend, profile: ModelProfile, device: Optional[str] = None
 ) -> StageSet:
     """Pick stage implementations for ``cfg.inference.device`` (or ``device`` if given).
 
@@ -247,11 +258,9 @@ def build_stages(
     else:
         reason, info = f"device {device} requested", None
     if device == "gpu":
-        # ---------------------------------------------------------------- GPU stage hook
-        # The GPU helper's app/gpu/stages.py provides
-        #   build_gpu_stages(cfg, backend, profile, info) -> StageSet
-        # (fused preprocess / composite kernels, CUDA streams + events between stages).
-        # Until it exists, or if it declines (GpuError), the CPU stages run.
+        # app/gpu/stages.py provides build_gpu_stages(cfg, backend, profile, info) ->
+        # StageSet (fused preprocess / composite kernels, CUDA streams + events between
+        # stages). Where it cannot be imported, or declines (GpuError), the CPU stages run.
         try:
             from segcam.gpu.stages import build_gpu_stages
         except ImportError as exc:

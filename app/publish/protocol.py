@@ -14,15 +14,17 @@ should count it (``malformed``, ``unsupported_version``, ``unsupported_encoding`
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from segcam.errors import ProtocolError
 from segcam.publish import rle
+from segcam.publish.limits import DEFAULT_LIMITS, MAX_WIRE_INT, SubscriberLimits
 
 PROTOCOL_VERSION = 1  # major: a reader skips messages of any other major version
 PROTOCOL_MINOR = 1  # minor: additions only; readers ignore fields they do not know
@@ -40,12 +42,10 @@ FRAME_ENCODINGS = ("jpeg",)
 TELEMETRY_ENCODINGS = ("json",)
 VALUES = ("probability", "binary")
 
-MAX_HEADER_BYTES = 64 * 1024
-MAX_TELEMETRY_BYTES = 1024 * 1024
-MAX_SIDE = 16384
-MAX_PIXELS = 1 << 26  # 64 Mpx: refuses decompression bombs before allocating
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Adam7 passes: (x0, y0, dx, dy)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # fmt: skip
 
 
 class MalformedMessage(ProtocolError):
@@ -203,7 +203,10 @@ def base_header(
 def _get(header: Dict[str, Any], key: str, kind: Any) -> Any:
     value = header.get(key)
     if kind is int:
+        # Counters and timestamps are 64-bit on the wire: 0 <= value <= 2**63 - 1.
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not 0 <= value <= MAX_WIRE_INT:
+            raise MalformedMessage(f"header field {key!r} outside 0..2**63-1")
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:
@@ -215,22 +218,55 @@ def _get(header: Dict[str, Any], key: str, kind: Any) -> Any:
     return value
 
 
-def _dims(header: Dict[str, Any]) -> Sequence[int]:
+def _dims(header: Dict[str, Any], limits: SubscriberLimits) -> Sequence[int]:
     w = _get(header, "width", int)
     h = _get(header, "height", int)
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
-        raise MalformedMessage(f"unreasonable size {w}x{h}")
+    side = limits.max_side
+    if not (1 <= w <= side and 1 <= h <= side) or w * h > limits.max_pixels:
+        raise MalformedMessage(
+            f"size {w}x{h} is outside this reader's limits "
+            f"(sides 1..{side}, at most {limits.max_pixels} pixels)"
+        )
     return h, w
 
 
-def parse_header(raw: bytes) -> Dict[str, Any]:
-    """The header object, after the version check (the first thing a reader does)."""
-    if len(raw) > MAX_HEADER_BYTES:
-        raise MalformedMessage(f"header larger than {MAX_HEADER_BYTES} bytes")
+def _json_loads(raw: bytes, what: str, limits: SubscriberLimits) -> Any:
+    """Strict JSON: no NaN/Infinity, integers of at most ``max_int_digits`` digits.
+
+    Bounding digits keeps int parsing linear on every Python (3.8 has no digit limit,
+    3.11+ raises past 4300 digits) and keeps counters built from header values small.
+    """
+
+    def bounded_int(text: str) -> int:
+        if len(text.lstrip("-")) > limits.max_int_digits:
+            raise ValueError(f"integer with more than {limits.max_int_digits} digits")
+        return int(text)
+
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"number {text[:40]} is out of range")
+        return value
+
+    def no_constant(text: str) -> Any:
+        raise ValueError(f"{text} is not JSON")
+
     try:
-        header = json.loads(bytes(raw).decode("utf-8"))
+        return json.loads(
+            bytes(raw).decode("utf-8"),
+            parse_int=bounded_int,
+            parse_float=finite_float,
+            parse_constant=no_constant,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
+        raise MalformedMessage(f"{what} is not UTF-8 JSON: {str(exc)[:200]}") from None
+
+
+def parse_header(raw: bytes, limits: SubscriberLimits = DEFAULT_LIMITS) -> Dict[str, Any]:
+    """The header object, after the version check (the first thing a reader does)."""
+    if len(raw) > limits.max_header_bytes:
+        raise MalformedMessage(f"header larger than {limits.max_header_bytes} bytes")
+    header = _json_loads(raw, "header", limits)
     if not isinstance(header, dict):
         raise MalformedMessage("header is not a JSON object")
     version = header.get("version")
@@ -241,21 +277,18 @@ def parse_header(raw: bytes) -> Dict[str, Any]:
     return header
 
 
-def _png_size(payload: bytes) -> Sequence[int]:
-    """(height, width, bit depth, colour type) from a PNG's IHDR, without decoding."""
-    if len(payload) < 33 or payload[:8] != _PNG_SIGNATURE or payload[12:16] != b"IHDR":
-        raise MalformedMessage("payload is not a PNG")
-    width, height, depth, colour = struct.unpack(">IIBB", payload[16:26])
-    return height, width, depth, colour
+def _png_chunks(payload: bytes) -> Tuple[bytes, bytes]:
+    """(IHDR body, concatenated IDAT bodies) after checking the chunk structure.
 
-
-def _check_png_chunks(payload: bytes) -> None:
-    """Every chunk lies inside the payload, has a correct CRC, and IEND ends the file.
-
-    Checked before OpenCV sees the bytes: libpng spends seconds on a chunk length that
-    points far past the end, which would let one bad message stall a subscriber.
+    Every chunk lies inside the payload, has a correct CRC, IHDR comes first and IEND
+    ends the file. Checked before anything is inflated: libpng spends seconds on a chunk
+    length that points far past the end, which would let one bad message stall a reader.
     """
+    if len(payload) < 45 or payload[:8] != _PNG_SIGNATURE:
+        raise MalformedMessage("payload is not a PNG")
     pos, end = 8, len(payload)
+    ihdr = b""
+    idat: List[bytes] = []
     while pos + 12 <= end:
         (length,) = struct.unpack(">I", payload[pos : pos + 4])
         if length > end - pos - 12:
@@ -264,10 +297,83 @@ def _check_png_chunks(payload: bytes) -> None:
         (crc,) = struct.unpack(">I", payload[pos + 8 + length : pos + 12 + length])
         if zlib.crc32(body) & 0xFFFFFFFF != crc:
             raise MalformedMessage("PNG chunk CRC mismatch")
+        kind = body[:4]
+        if pos == 8 and (kind != b"IHDR" or length != 13):
+            raise MalformedMessage("PNG does not start with a 13-byte IHDR chunk")
+        if kind == b"IHDR":
+            ihdr = body[4:]
+        elif kind == b"IDAT":
+            idat.append(body[4:])
+        elif kind == b"IEND":
+            return ihdr, b"".join(idat)
         pos += 12 + length
-        if body[:4] == b"IEND":
-            return
     raise MalformedMessage("PNG without IEND")
+
+
+def _png_scanline_bytes(height: int, width: int, interlaced: bool) -> int:
+    """Bytes of filtered scanlines (1 filter byte + 1 byte per pixel) of an 8-bit grey PNG."""
+    if not interlaced:
+        return height * (1 + width)
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        pw, ph = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if pw > 0 and ph > 0:
+            total += ph * (1 + pw)
+    return total
+
+
+def _decode_png(payload: bytes, h: int, w: int) -> np.ndarray:
+    """The H x W uint8 grey image of a PNG payload, inflating at most its own size.
+
+    The IDAT stream is inflated with ``max_length`` = the scanline bytes that IHDR's
+    size implies, plus one to notice more: a small payload that would inflate to
+    gigabytes (a decompression bomb) stops there and is refused. Non-interlaced images
+    with the filters segcam writes (None, Up) are unfiltered here in numpy; any other
+    valid PNG goes to OpenCV, which then cannot inflate more than was checked here.
+    """
+    ihdr, idat = _png_chunks(payload)
+    pw, ph, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", ihdr)
+    if (ph, pw) != (h, w) or depth != 8 or colour != 0:
+        raise MalformedMessage(
+            f"PNG is {pw}x{ph} depth {depth} colour type {colour}, expected {w}x{h} 8-bit greyscale"
+        )
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise MalformedMessage("PNG with an unknown compression, filter or interlace method")
+    expected = _png_scanline_bytes(h, w, interlace == 1)
+    inflater = zlib.decompressobj()
+    try:
+        lines = inflater.decompress(idat, expected + 1)
+    except zlib.error as exc:
+        raise MalformedMessage(f"PNG image data does not inflate: {exc}") from None
+    if len(lines) > expected:
+        raise MalformedMessage(f"PNG image data inflates past the {expected} bytes of {w}x{h}")
+    if len(lines) < expected:
+        raise MalformedMessage(f"PNG image data is truncated ({len(lines)} of {expected} bytes)")
+    if interlace == 0:
+        rows = np.frombuffer(lines, dtype=np.uint8).reshape(h, w + 1)
+        filters = rows[:, 0]
+        if int(filters.max()) > 4:
+            raise MalformedMessage(f"PNG row filter {int(filters.max())} (valid: 0..4)")
+        if not np.any((filters != 0) & (filters != 2)):
+            return _unfilter_none_up(rows[:, 1:], filters)
+    import cv2
+
+    mask = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if mask is None or mask.shape != (h, w) or mask.dtype != np.uint8:
+        raise MalformedMessage("PNG payload does not decode to the header's size")
+    return mask
+
+
+def _unfilter_none_up(data: np.ndarray, filters: np.ndarray) -> np.ndarray:
+    """Undo PNG filters None (0) and Up (2): each Up row adds the row above, mod 256.
+
+    One in-place row add per Up row (uint8 wraps like the filter); faster than a
+    cumulative sum along columns, and a None row simply stays as it is.
+    """
+    out = data.copy()
+    for r in np.flatnonzero(filters[1:] == 2) + 1:  # row 0's "above" is all zeros
+        np.add(out[r - 1], out[r], out=out[r])
+    return out
 
 
 def _jpeg_size(payload: bytes) -> Sequence[int]:
@@ -297,7 +403,9 @@ def _jpeg_size(payload: bytes) -> Sequence[int]:
     raise MalformedMessage("JPEG without a frame header")
 
 
-def decode_mask_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
+def decode_mask_payload(
+    header: Dict[str, Any], payload: bytes, limits: SubscriberLimits = DEFAULT_LIMITS
+) -> np.ndarray:
     """uint8 H x W mask from a ``mask`` message's header and payload."""
     encoding = _get(header, "encoding", str)
     if encoding not in MASK_ENCODINGS:
@@ -305,25 +413,13 @@ def decode_mask_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
     values = _get(header, "values", str)
     if values not in VALUES:
         raise UnsupportedEncoding(f"mask values {values!r}")
-    h, w = _dims(header)
+    h, w = _dims(header, limits)
     if encoding == "raw":
         if len(payload) != h * w:
             raise MalformedMessage(f"raw payload has {len(payload)} bytes, expected {h * w}")
         mask = np.frombuffer(bytes(payload), dtype=np.uint8).reshape(h, w).copy()
     elif encoding == "png":
-        ph, pw, depth, colour = _png_size(payload)
-        if (ph, pw) != (h, w) or depth != 8 or colour != 0:
-            raise MalformedMessage(
-                f"PNG is {pw}x{ph} depth {depth} colour type {colour}, "
-                f"expected {w}x{h} 8-bit greyscale"
-            )
-        _check_png_chunks(payload)
-        import cv2
-
-        buf = np.frombuffer(bytes(payload), dtype=np.uint8)
-        mask = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        if mask is None or mask.shape != (h, w) or mask.dtype != np.uint8:
-            raise MalformedMessage("PNG payload does not decode to the header's size")
+        mask = _decode_png(bytes(payload), h, w)
     else:
         try:
             mask = rle.decode(payload, h, w)
@@ -334,12 +430,14 @@ def decode_mask_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
     return mask
 
 
-def decode_frame_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
+def decode_frame_payload(
+    header: Dict[str, Any], payload: bytes, limits: SubscriberLimits = DEFAULT_LIMITS
+) -> np.ndarray:
     """BGR uint8 H x W x 3 image from a ``frame`` message."""
     encoding = _get(header, "encoding", str)
     if encoding not in FRAME_ENCODINGS:
         raise UnsupportedEncoding(f"frame encoding {encoding!r}")
-    h, w = _dims(header)
+    h, w = _dims(header, limits)
     jh, jw = _jpeg_size(payload)
     if (jh, jw) != (h, w):
         raise MalformedMessage(f"JPEG is {jw}x{jh}, header says {w}x{h}")
@@ -351,27 +449,31 @@ def decode_frame_payload(header: Dict[str, Any], payload: bytes) -> np.ndarray:
     return image
 
 
-def decode_telemetry_payload(header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
+def decode_telemetry_payload(
+    header: Dict[str, Any], payload: bytes, limits: SubscriberLimits = DEFAULT_LIMITS
+) -> Dict[str, Any]:
     """The status dict of a ``telemetry`` message."""
     encoding = _get(header, "encoding", str)
     if encoding not in TELEMETRY_ENCODINGS:
         raise UnsupportedEncoding(f"telemetry encoding {encoding!r}")
-    if len(payload) > MAX_TELEMETRY_BYTES:
-        raise MalformedMessage("telemetry payload too large")
-    try:
-        data = json.loads(bytes(payload).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedMessage(f"telemetry is not UTF-8 JSON: {exc}") from None
+    if len(payload) > limits.max_telemetry_bytes:
+        raise MalformedMessage(f"telemetry payload larger than {limits.max_telemetry_bytes} bytes")
+    data = _json_loads(payload, "telemetry", limits)
     if not isinstance(data, dict):
         raise MalformedMessage("telemetry is not a JSON object")
     return data
 
 
-def decode(frames: Sequence[bytes], topics: Optional[Sequence[str]] = None) -> Message:
+def decode(
+    frames: Sequence[bytes],
+    topics: Optional[Sequence[str]] = None,
+    limits: SubscriberLimits = DEFAULT_LIMITS,
+) -> Message:
     """Decode one multipart message; raises a :class:`ProtocolError` subclass on any fault.
 
     Parts after the third are ignored (room for later additions). ``topics`` limits the
-    accepted topics (default: all known).
+    accepted topics (default: all known); ``limits`` bounds sizes (see
+    :class:`~segcam.publish.limits.SubscriberLimits`).
     """
     if len(frames) < 3:
         raise MalformedMessage(f"expected 3 message parts, got {len(frames)}")
@@ -382,18 +484,20 @@ def decode(frames: Sequence[bytes], topics: Optional[Sequence[str]] = None) -> M
         raise UnknownTopic("topic is not ASCII") from None
     if topic not in (topics or TOPICS) or topic not in TOPICS:
         raise UnknownTopic(f"topic {topic[:40]!r}")
-    header = parse_header(raw_header)
+    if len(raw_topic) + len(raw_header) + len(payload) > limits.max_message_bytes:
+        raise MalformedMessage(f"message larger than {limits.max_message_bytes} bytes")
+    header = parse_header(raw_header, limits)
     for key in ("seq", "publish_ts_ns"):
         _get(header, key, int)
     if topic == TOPIC_MASK:
         for key in ("frame_id", "capture_ts_ns"):
             _get(header, key, int)
-        data: Any = decode_mask_payload(header, payload)
+        data: Any = decode_mask_payload(header, payload, limits)
     elif topic == TOPIC_FRAME:
         for key in ("frame_id", "capture_ts_ns"):
             _get(header, key, int)
-        data = decode_frame_payload(header, payload)
+        data = decode_frame_payload(header, payload, limits)
     else:
-        data = decode_telemetry_payload(header, payload)
+        data = decode_telemetry_payload(header, payload, limits)
     nbytes = len(raw_topic) + len(raw_header) + len(payload)
     return Message(topic=topic, header=header, data=data, payload=payload, nbytes=nbytes)

@@ -23,7 +23,7 @@ import socket as pysocket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import zmq
@@ -92,41 +92,50 @@ class PublishJob:
     model_id: str
     threshold: float
     inferred: bool
+    stream_id: str = ""  # the stream it belongs to; "" = the publisher's own stream id
     seq: Dict[str, int] = field(default_factory=dict)  # topic -> seq, set by ``offer``
 
 
 class _LatestSlot:
-    """One pending job; a new one replaces (and counts) the one not yet taken.
+    """One pending job per stream; a new one replaces (and counts) that stream's unsent one.
 
-    ``put`` numbers the job: each topic it will be sent on takes the next ``seq``, so a
-    replaced job's numbers are never reused and show as a gap.
+    Streams are served in the order their jobs arrived, so a busy stream cannot starve
+    the others of the one socket. ``put`` numbers the job: each topic it will be sent on
+    takes its stream's next ``seq``, so a replaced job's numbers are never reused and
+    show as a gap.
     """
 
-    def __init__(self, topics: Sequence[str]) -> None:
+    def __init__(self, topics: Sequence[str], default_stream: str) -> None:
         self._cond = threading.Condition()
-        self._job: Optional[PublishJob] = None
+        self._jobs: Dict[str, PublishJob] = {}  # insertion order = arrival order
         self._topics = tuple(topics)
-        self._next = {t: 0 for t in self._topics}
+        self._default_stream = default_stream
+        self._next: Dict[Tuple[str, str], int] = {}  # (stream, topic) -> next seq
         self.replaced = 0
 
     def put(self, job: PublishJob) -> bool:
         with self._cond:
+            stream = job.stream_id or self._default_stream
             for topic in self._topics:
-                job.seq[topic] = self._next[topic]
-                self._next[topic] += 1
-            replaced = self._job is not None
+                n = self._next.get((stream, topic), 0)
+                job.seq[topic] = n
+                self._next[(stream, topic)] = n + 1
+            replaced = job.stream_id in self._jobs
             if replaced:
                 self.replaced += 1
-            self._job = job
+                del self._jobs[job.stream_id]  # re-inserted last: it waits its turn again
+            self._jobs[job.stream_id] = job
             self._cond.notify()
         return not replaced
 
     def take(self, timeout: float) -> Optional[PublishJob]:
         with self._cond:
-            if self._job is None and timeout > 0:
+            if not self._jobs and timeout > 0:
                 self._cond.wait(timeout)
-            job, self._job = self._job, None
-            return job
+            if not self._jobs:
+                return None
+            key = next(iter(self._jobs))
+            return self._jobs.pop(key)
 
     def wake(self) -> None:
         with self._cond:
@@ -155,7 +164,7 @@ class MaskPublisher:
         self.endpoints: List[str] = []
         self.server_public_key: Optional[bytes] = None
         job_topics = [protocol.TOPIC_MASK] + ([protocol.TOPIC_FRAME] if pcfg.frame_topic else [])
-        self._slot = _LatestSlot(job_topics)
+        self._slot = _LatestSlot(job_topics, self.stream)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._ctx: Optional[zmq.Context] = None
@@ -165,8 +174,8 @@ class MaskPublisher:
         self._auth_denied = 0  # kept after the guard stops, for the exit summary
         self._monitor_counts: Dict[str, int] = {}
         self._telemetry_seq = 0
-        # Messages of each topic handed to ZeroMQ: seq - sent = drops before that seq.
-        self._handed = {t: 0 for t in protocol.TOPICS}
+        # Messages handed to ZeroMQ per (stream, topic): seq - handed = drops before seq.
+        self._handed: Dict[Tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._counters: Dict[str, Any] = {
             "sent_mask": 0,
@@ -326,8 +335,9 @@ class MaskPublisher:
 
     def _send(self, topic: str, seq: int, header: Dict[str, Any], payload: bytes) -> bool:
         assert self._sock is not None
+        key = (str(header.get("stream", "")), topic)  # each stream numbers its own messages
         header["seq"] = seq
-        header["dropped"] = seq - self._handed[topic]
+        header["dropped"] = seq - self._handed.get(key, 0)
         header["session_start_ns"] = self.session_start_ns
         header["publish_ts_ns"] = time.time_ns()
         frames = protocol.pack(topic, header, payload)
@@ -336,7 +346,7 @@ class MaskPublisher:
         except zmq.Again:
             self._count("dropped_hwm")
             return False
-        self._handed[topic] += 1
+        self._handed[key] = self._handed.get(key, 0) + 1
         with self._lock:
             self._counters["sent_" + topic] += 1
             self._counters["bytes_sent"] += sum(len(f) for f in frames)
@@ -353,7 +363,8 @@ class MaskPublisher:
             self._count("encode_errors")
             log.warning("mask %d not published: %s", job.frame_id, exc)
             return
-        header = protocol.base_header(self.stream, self.session, 0, cfg.encoding)
+        stream = job.stream_id or self.stream
+        header = protocol.base_header(stream, self.session, 0, cfg.encoding)
         header.update(
             frame_id=int(job.frame_id),
             capture_ts_ns=int(job.capture_ts_ns),
@@ -372,7 +383,7 @@ class MaskPublisher:
         self._send(protocol.TOPIC_MASK, job.seq[protocol.TOPIC_MASK], header, payload)
         if protocol.TOPIC_FRAME in job.seq and job.frame is not None:
             jpeg = protocol.encode_jpeg(job.frame, cfg.jpeg_quality)
-            header = protocol.base_header(self.stream, self.session, 0, "jpeg")
+            header = protocol.base_header(stream, self.session, 0, "jpeg")
             header.update(
                 frame_id=int(job.frame_id),
                 capture_ts_ns=int(job.capture_ts_ns),

@@ -41,16 +41,21 @@ def check_publish_config(pcfg: Any) -> None:
 class MaskPublisherSink:
     """Sink publishing each (rate-limited) mask on topic ``mask`` (+ ``frame``, ``telemetry``).
 
-    ``cfg`` is the whole Config (or just its ``publish`` section).
+    ``cfg`` is the whole Config (or just its ``publish`` section). With ``publisher`` (one
+    MaskPublisher shared by the streams of a multi-input run, started and stopped by the
+    supervisor) the sink only hands it jobs tagged with ``publish.stream_id``.
     """
 
     name = "publish"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, publisher: Optional[MaskPublisher] = None) -> None:
         self.pcfg = getattr(cfg, "publish", cfg)
         check_publish_config(self.pcfg)
         self.runner: Any = None
-        self.publisher: Optional[MaskPublisher] = None
+        self.lossless = False  # masks are a live stream: a busy socket drops, never waits
+        self._shared = publisher is not None
+        self.stream_id = self.pcfg.stream_id if self._shared else ""
+        self.publisher: Optional[MaskPublisher] = publisher
         self._lock = threading.Lock()
         self._submitted = 0
         self._skipped_rate = 0
@@ -63,6 +68,8 @@ class MaskPublisherSink:
 
     def start(self) -> None:
         """Bind the PUB socket and start the publisher thread (PublishError if impossible)."""
+        if self._shared:
+            return
         status_fn = getattr(self.runner, "status", None)
         on_error = getattr(self.runner, "report_error", None)
         self.publisher = MaskPublisher(self.pcfg, status_fn=status_fn, on_error=on_error)
@@ -111,6 +118,7 @@ class MaskPublisherSink:
             model_id=result.model_id,
             threshold=result.threshold,
             inferred=result.inferred,
+            stream_id=self.stream_id,
         )
         return publisher.offer(job)
 
@@ -129,7 +137,7 @@ class MaskPublisherSink:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the publisher thread and close the socket (bounded by ``timeout``)."""
-        if self.publisher is not None:
+        if self.publisher is not None and not self._shared:
             self.publisher.stop(timeout)
 
     def stats(self) -> Dict[str, Any]:

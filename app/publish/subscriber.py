@@ -40,12 +40,15 @@ import zmq
 
 from segcam.errors import PublishError
 from segcam.publish import protocol
+from segcam.publish.limits import DEFAULT_LIMITS, MAX_WIRE_INT, SubscriberLimits
 from segcam.publish.monitor import ConnectionMonitor, LogThrottle
 
 log = logging.getLogger("segcam.subscribe")
 
 _TICK_S = 0.1
 _MAX_DRAIN = 10000
+_MAX_TRACKED = 1024  # (stream, topic) sequences remembered; the oldest is forgotten first
+_MAX_NAME = 256  # characters of a stream or session name kept for tracking
 
 
 class MaskSubscriber:
@@ -57,6 +60,9 @@ class MaskSubscriber:
     file, ``client_key`` this client's ``.key_secret`` file. ``max_age_s``: discard
     messages published longer ago than this (0 = keep all; needs the two hosts' clocks
     in sync). ``keepalive_s``: idle seconds before TCP keepalive probes (0 = off).
+    ``limits``: the bounds every message is checked against
+    (:class:`~segcam.publish.limits.SubscriberLimits`). Counters saturate at 2**63 - 1
+    instead of growing without bound.
     """
 
     def __init__(
@@ -74,7 +80,7 @@ class MaskSubscriber:
         stale_after_s: float = 10.0,
         max_age_s: float = 2.0,
         rcvhwm: int = 16,
-        max_message_bytes: int = 96 * 1024 * 1024,
+        limits: SubscriberLimits = DEFAULT_LIMITS,
     ) -> None:
         self.urls: List[str] = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -100,7 +106,7 @@ class MaskSubscriber:
         self.stale_after_s = stale_after_s
         self.max_age_s = max_age_s
         self.rcvhwm = rcvhwm
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits
         self.timed_out = False
         self._stop = threading.Event()
         self._ctx: Optional[zmq.Context] = None
@@ -146,7 +152,7 @@ class MaskSubscriber:
         try:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, int(self.rcvhwm))
-            sock.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
+            sock.setsockopt(zmq.MAXMSGSIZE, int(self.limits.max_message_bytes))
             sock.setsockopt(zmq.RECONNECT_IVL, int(self.reconnect_ivl_ms))
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_ivl_max_ms))
             if self.keepalive_s > 0:
@@ -193,8 +199,7 @@ class MaskSubscriber:
     def _reset_socket(self) -> None:
         self._close_socket()
         self._connect()
-        with self._lock:
-            self._stats["socket_resets"] += 1
+        self._bump("socket_resets")
         log.info("no message for %.0f s: reconnecting to %s", self.stale_after_s, self.urls)
 
     def stop(self) -> None:
@@ -223,11 +228,20 @@ class MaskSubscriber:
         with self._lock:
             out = json.loads(json.dumps(self._stats))
         monitor = self._monitor
-        out["handshake_failures"] = self._monitor_base + (
-            monitor.counters["handshake_failures"] if monitor is not None else 0
+        out["handshake_failures"] = min(
+            MAX_WIRE_INT,
+            self._monitor_base + (monitor.counters["handshake_failures"] if monitor else 0),
         )
-        out["decode_errors"] = sum(out["errors"].values())
+        out["decode_errors"] = min(MAX_WIRE_INT, sum(out["errors"].values()))
         return out
+
+    def _bump(self, key: str, n: int = 1, sub: Optional[str] = None) -> int:
+        """Add ``n`` to a counter, saturating at 2**63 - 1; returns the new value."""
+        with self._lock:
+            table = self._stats if sub is None else self._stats[sub]
+            value = min(MAX_WIRE_INT, table.get(key, 0) + n)
+            table[key] = value
+            return value
 
     def recv(self, timeout: Optional[float] = None) -> Optional[protocol.Message]:
         """Next decoded message, or None after ``timeout`` seconds (None = until ``stop()``)."""
@@ -311,37 +325,33 @@ class MaskSubscriber:
             msg = protocol.decode(frames, self.topics)
         except protocol.ProtocolError as exc:
             kind = getattr(exc, "kind", "malformed")
-            with self._lock:
-                self._stats["bytes"] += size
-                self._stats["errors"][kind] = self._stats["errors"].get(kind, 0) + 1
-                n = self._stats["errors"][kind]
+            self._bump("bytes", size)
+            n = self._bump(kind, 1, "errors")
             if n <= 3 or n % 1000 == 0:
                 log.warning("skipped a message (%s #%d): %s", kind, n, exc)
             return None
         except Exception as exc:  # noqa: BLE001 - hostile input must not end the stream
             # A decoder library failing on bytes our checks let through: counted and
             # logged as malformed, like any other bad message.
-            with self._lock:
-                self._stats["bytes"] += size
-                self._stats["errors"]["malformed"] += 1
+            self._bump("bytes", size)
+            self._bump("malformed", 1, "errors")
             log.warning("skipped a message that broke a decoder: %s: %s", type(exc).__name__, exc)
             return None
         self._track_seq(msg.topic, msg.header)
-        with self._lock:
-            self._stats["bytes"] += size
-            self._stats["received"][msg.topic] += 1
+        self._bump("bytes", size)
+        self._bump(msg.topic, 1, "received")
         return msg
 
     def _peek(self, frames: List[bytes]) -> Optional[Tuple[str, Dict[str, Any]]]:
         """(topic, header) of a message without decoding its payload; None if unreadable."""
-        if len(frames) < 2 or len(frames[1]) > protocol.MAX_HEADER_BYTES:
+        if len(frames) < 2:
             return None
         try:
-            header = json.loads(bytes(frames[1]).decode("utf-8"))
+            header = protocol.parse_header(frames[1], self.limits)
             topic = bytes(frames[0]).decode("ascii")
-        except (UnicodeDecodeError, ValueError, RecursionError):
+        except (protocol.ProtocolError, UnicodeDecodeError):
             return None
-        return (topic, header) if isinstance(header, dict) else None
+        return topic, header
 
     def _too_old(self, frames: List[bytes], now_ns: int) -> bool:
         """True (and counted, not a gap) if the message was published over max_age_s ago."""
@@ -356,10 +366,9 @@ class MaskSubscriber:
         if age_s <= self.max_age_s:
             return False
         self._track_seq(topic, header)
+        n = self._bump("discarded_old")
         with self._lock:
-            self._stats["discarded_old"] += 1
-            n = self._stats["discarded_old"]
-            oldest = max(self._stats["oldest_discarded_s"], round(age_s, 3))
+            oldest = max(self._stats["oldest_discarded_s"], min(round(age_s, 3), 1e12))
             self._stats["oldest_discarded_s"] = oldest
         if self._old_throttle.allow("old") is not None:
             log.warning(
@@ -374,39 +383,45 @@ class MaskSubscriber:
 
     def _note_skipped(self, frames: List[bytes]) -> None:
         """A message passed over in latest-only mode: not a gap, not an error."""
-        with self._lock:
-            self._stats["skipped_stale"] += 1
+        self._bump("skipped_stale")
         peeked = self._peek(frames)
         if peeked is not None:
             self._track_seq(*peeked)
 
     def _track_seq(self, topic: str, header: Dict[str, Any]) -> None:
         stream, session, seq = header.get("stream"), header.get("session"), header.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_WIRE_INT:
             return
         dropped = header.get("dropped")  # protocol 1.1; absent from 1.0 publishers
         if not isinstance(dropped, int) or isinstance(dropped, bool):
             dropped = None
-        stream, session = str(stream), str(session)
-        known = self._sessions.get(stream)
+        elif not 0 <= dropped <= MAX_WIRE_INT:
+            dropped = None
+        stream, session = str(stream)[:_MAX_NAME], str(session)[:_MAX_NAME]
+        known = self._sessions.pop(stream, None)
         self._sessions[stream] = session
+        if known is not None and known != session:
+            self._bump("restarts")  # publisher restarted: seq starts again
         key = (stream, topic)
-        last = self._last_seq.get(key)
+        last = self._last_seq.pop(key, None)
         self._last_seq[key] = (session, seq, dropped)
-        with self._lock:
-            if known is not None and known != session:
-                self._stats["restarts"] += 1  # publisher restarted: seq starts again
-            if last is None or last[0] != session:
-                # First message of this session here: what came before it was sent
-                # before this subscriber joined (slow joiner), not lost on its way.
-                self._stats["missed_before_join"] += seq
-                return
-            if seq <= last[1] + 1:
-                return
-            gap = seq - last[1] - 1
-            at_publisher = 0
-            if dropped is not None and last[2] is not None:
-                at_publisher = min(gap, max(0, dropped - last[2]))
-            self._stats["gaps"] += gap
-            self._stats["lost_publisher"] += at_publisher
-            self._stats["lost_transport"] += gap - at_publisher
+        # Senders come and go (and a hostile one can invent names): remember a bounded
+        # number of sequences, forgetting the least recently seen.
+        while len(self._last_seq) > _MAX_TRACKED:
+            self._last_seq.pop(next(iter(self._last_seq)))
+        while len(self._sessions) > _MAX_TRACKED:
+            self._sessions.pop(next(iter(self._sessions)))
+        if last is None or last[0] != session:
+            # First message of this session here: what came before it was sent before
+            # this subscriber joined (slow joiner), not lost on its way.
+            self._bump("missed_before_join", seq)
+            return
+        if seq <= last[1] + 1:
+            return
+        gap = seq - last[1] - 1
+        at_publisher = 0
+        if dropped is not None and last[2] is not None:
+            at_publisher = min(gap, max(0, dropped - last[2]))
+        self._bump("gaps", gap)
+        self._bump("lost_publisher", at_publisher)
+        self._bump("lost_transport", gap - at_publisher)

@@ -20,7 +20,7 @@ from segcam.thermal.light import LightModel
 from segcam.thermal.nvpmodel import request_nvpmodel
 from segcam.thermal.policy import STATES, describe_action, knob_changes, level, next_state
 from segcam.thermal.sample import ThermalSample, describe
-from segcam.thermal.sensors import open_sensor
+from segcam.thermal.sensors import is_jetson, open_sensor
 from segcam.thermal.sysfs import SysfsSensor
 
 log = logging.getLogger("segcam.thermal")
@@ -172,10 +172,13 @@ class ThermalGovernor:
         if self.sensor is None:
             self.sensor, self.sensor_reason = open_sensor(self.tcfg, self._jtop_factory)
         if self.sensor is None:
-            # One clear message; the governor then stays in normal for the whole run.
-            log.warning(
-                "no temperature sensors (%s); the governor stays 'normal'",
+            # One clear message; the governor then stays in normal for the whole run. On a
+            # desktop, a VM or CI that is expected; on a Jetson it is a fault worth a warning.
+            jetson = is_jetson(self.tcfg.sysfs_root)
+            (log.warning if jetson else log.info)(
+                "no temperature sensors (%s); the governor stays 'normal'%s",
                 self.sensor_reason,
+                "" if jetson else " (not a Jetson: expected here)",
             )
             return
         log.info("sampling every %gs from %s", self.tcfg.interval_s, self.sensor_reason)
@@ -397,7 +400,10 @@ class ThermalGovernor:
             if light is not None and state != "normal":
                 light.ensure()  # prepare it while warm, before a hotter state needs it
             name = light.name if light is not None and light.ready else ""
-            self._knobs.update(**knob_changes(action, self._base, self.tcfg, name))
+            changes = knob_changes(action, self._base, self.tcfg, name)
+            # The level lets a host of several streams shed the less important ones first.
+            changes["thermal_level"] = level(state)
+            self._knobs.update(**changes)
 
     def _light_ready(self) -> None:
         # Called by the builder thread: switch now if the current state wants the light model.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Tuple
 
 from segcam.config import ThermalConfig
@@ -23,6 +24,21 @@ class Sensor(Protocol):
 
     def close(self) -> None:
         """Release the source."""
+
+
+def is_jetson(root: str = "/") -> bool:
+    """Whether ``root`` is a Jetson's filesystem (L4T's release file or a Jetson model).
+
+    Missing sensors are normal on a desktop, a VM or CI, and a fault on a Jetson.
+    """
+    base = Path(root)
+    if (base / "etc/nv_tegra_release").is_file():
+        return True
+    try:
+        model = (base / "proc/device-tree/model").read_bytes()
+    except OSError:
+        return False
+    return b"jetson" in model.lower()
 
 
 def jtop_installed() -> bool:

@@ -19,6 +19,7 @@ from segcam.gpu.memory import LEDGER
 from segcam.gpu.stages import build_gpu_stages
 from segcam.inference.onnxruntime import OnnxRuntimeBackend
 from segcam.inference.profile import load_profile
+from segcam.pipeline.contracts import drive_stage
 from segcam.pipeline.knobs import knobs_from_config
 from segcam.pipeline.runner import Runner
 from segcam.pipeline.slots import FrameSlot
@@ -50,14 +51,18 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@pytest.mark.parametrize("upsample", ["bilinear", "guided"])
 @pytest.mark.parametrize("zero_copy", [False, True], ids=["copies", "mapped-zero-copy"])
-def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy):
+def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy, upsample):
     """Frame by frame, the GPU stage set produces the CPU stage set's composite and mask.
 
     ``mapped-zero-copy`` runs the integrated-GPU (Jetson) path on this GPU: the kernels
-    read the frame from mapped pinned host memory, with no copy.
+    read the frame from mapped pinned host memory, with no copy. ``guided``: the
+    edge-aware upsampling (kernels/guided.cu) instead of the bilinear one.
     """
-    cfg = _config(tmp_path, **{"input.width": 643, "input.height": 361})
+    cfg = _config(
+        tmp_path, **{"input.width": 643, "input.height": 361, "refine.upsample": upsample}
+    )
     live_before = LEDGER.live()
     source = open_source(cfg.input)
     source.open()
@@ -77,7 +82,7 @@ def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy):
                 slot.knobs = knobs
             for stages, slot in zip((gpu, cpu), slots):
                 for stage in stages.all():
-                    stage.process(slot)
+                    drive_stage(stage, slot)
             g, c = slots
             assert np.abs(g.mask - c.mask).max() < 1e-4
             assert np.abs(g.composite.astype(int) - c.composite).max() <= 1
@@ -99,6 +104,10 @@ class _MemorySink:
         self.samples: Dict[int, Dict[str, int]] = {}
         self.count = 0
         self.done = threading.Event()
+        self.lossless = False
+
+    def attach(self, host: Any) -> None:
+        pass
 
     def start(self) -> None:
         pass
@@ -241,7 +250,7 @@ def test_device_inference_path_equals_cpu_stages(gpu_ctx, tmp_path):
                 slot.knobs = knobs
             for stages, slot in zip((gpu, cpu), slots):
                 for stage in stages.all():
-                    stage.process(slot)
+                    drive_stage(stage, slot)
             g, c = slots
             assert g.output is None  # never left the device
             assert np.abs(g.mask - c.mask).max() < 1e-4
