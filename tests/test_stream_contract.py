@@ -11,9 +11,7 @@ document says.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,78 +22,12 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 import zmq
+from stream_helpers import env, finish, free_port, run_stats, segcam_run, wait_first
 
 from segcam.publish import protocol
 from segcam.publish.subscriber import MaskSubscriber
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env(tmp_path: Path) -> Dict[str, str]:
-    out = dict(os.environ)
-    out.pop("DISPLAY", None)
-    out.pop("WAYLAND_DISPLAY", None)
-    out["SEGCAM_CACHE"] = str(tmp_path / "cache")
-    out["PYTHONUNBUFFERED"] = "1"
-    return out
-
-
-def segcam_run(
-    tmp_path: Path, model: Path, url: str, *sets: str, seconds: float = 30, size=(160, 120)
-) -> subprocess.Popen:
-    """``segcam run`` publishing on ``url``; ``sets`` are extra ``key=value`` overrides."""
-    cmd = [sys.executable, "-m", "segcam", "run", "--input", "demo", "--seconds", str(seconds)]
-    base = [
-        f"model.path={model}",
-        f"input.width={size[0]}",
-        f"input.height={size[1]}",
-        "thermal.enabled=false",
-        "publish.enabled=true",
-        f"publish.bind=['{url}']",
-        *sets,
-    ]
-    for item in base:
-        cmd += ["--set", item]
-    cmd += ["--stats-json", str(tmp_path / f"run-{url.rsplit(':', 1)[1]}.json")]
-    return subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float = 60) -> str:
-    """Stop a ``segcam run`` (SIGTERM), check it exited cleanly; its stdout + stderr."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
-    assert "Traceback" not in err
-    return out + err
-
-
-def run_stats(tmp_path: Path, url: str) -> Dict[str, Any]:
-    return json.loads((tmp_path / f"run-{url.rsplit(':', 1)[1]}.json").read_text())
-
-
-def wait_first(sub: MaskSubscriber, timeout: float = 90) -> protocol.Message:
-    msg = sub.recv(timeout=timeout)
-    assert msg is not None, "no message from segcam run"
-    return msg
 
 
 # A stalled reader in its own process: connects, reads one mask, stops reading for
@@ -151,14 +83,14 @@ _STALLED_READER = textwrap.dedent(
 
 
 def test_stalled_readers_survive_and_discard_old_masks(selfie_onnx: Path, tmp_path: Path) -> None:
-    """Points 1 and 4: readers that stop for 10 s (past the 6 s heartbeat timeout the
+    """Points 1 and 4: readers that stop for 9 s (past the 6 s heartbeat timeout the
     document used to advise, and past the publisher's own 3 s) neither abort nor hand
     the application masks older than max_age_s once they read again."""
     url = f"tcp://127.0.0.1:{free_port()}"
     proc = segcam_run(tmp_path, selfie_onnx, url, "publish.heartbeat_s=1.0", seconds=60)
     readers = {
         mode: subprocess.Popen(
-            [sys.executable, "-c", _STALLED_READER, url, mode, "10"],
+            [sys.executable, "-c", _STALLED_READER, url, mode, "9"],
             env=env(tmp_path),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
