@@ -130,9 +130,9 @@ def main() -> int:
         r["relay_cpu_pct_per_subscriber"] = round((r["relay_cpu_pct"] - base) / r["subscribers"], 3)
     summary = {"load": os.getloadavg(), "cpus": os.cpu_count(), "size": args.size,
                "phases": results}  # fmt: skip
-    print(json.dumps(summary, indent=2))
-    if args.out:
+    if args.out:  # before printing: a closed stdout must not lose the results
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
     return 0
 
 
