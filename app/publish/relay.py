@@ -133,7 +133,6 @@ class Relay:
         self.endpoints: List[str] = []
         self.public_key: Optional[bytes] = None
         self._stop = threading.Event()
-        self._ready = threading.Event()
         self._started_mono = time.monotonic()
         self._streams: Dict[Tuple[str, str], _StreamCounts] = {}
         self._proxy_stats: Dict[str, int] = {k: 0 for k in _STAT_NAMES}
@@ -256,10 +255,6 @@ class Relay:
         """Make ``run`` return within a poll tick (any thread, signal handlers too)."""
         self._stop.set()
 
-    def wait_ready(self, timeout: float) -> bool:
-        """True once the proxy thread runs."""
-        return self._ready.wait(timeout)
-
     def run(self, seconds: Optional[float] = None) -> Dict[str, Any]:
         """Relay until ``stop()`` (or ``seconds``); returns the final counters."""
         error: List[BaseException] = []
@@ -272,7 +267,6 @@ class Relay:
 
         thread = threading.Thread(target=proxy, name="segcam-relay-proxy", daemon=True)
         thread.start()
-        self._ready.set()
         log.info(
             "relaying %s to subscribers on %s%s",
             ", ".join(u.url for u in self.cfg.upstream),
@@ -389,12 +383,8 @@ class Relay:
         self._status_seq += 1
         header["publish_ts_ns"] = time.time_ns()
         payload = json.dumps(status).encode("utf-8")
-        try:
-            self._status_pub.send_multipart(
-                protocol.pack(protocol.TOPIC_RELAY, header, payload), zmq.NOBLOCK
-            )
-        except zmq.Again:
-            pass  # nobody subscribed to ``relay`` yet: the seq gap shows it
+        # PUB never blocks: with nobody subscribed to ``relay`` the message is dropped.
+        self._status_pub.send_multipart(protocol.pack(protocol.TOPIC_RELAY, header, payload))
         log.info(
             "relay: %d subscribers, in %.1f MB, out %.1f MB, cpu %.1f s, streams %s",
             status["subscribers"],
