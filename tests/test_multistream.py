@@ -511,3 +511,49 @@ def test_reload_applies_to_every_stream_and_sigterm_stops_them_all(
     assert "reloaded" in err
     for sid in ("a", "b"):  # both recordings finalised and playable
         assert count_video_frames(tmp_path / f"rec-{sid}.mp4")[1] > 0
+
+
+@pytest.mark.parametrize("shed", ["all", "priority"])
+def test_the_governor_steers_every_stream_or_spares_the_important_one(
+    selfie_onnx: Path, tmp_path: Path, shed: str
+) -> None:
+    """A real governor on an emulated Orin sysfs tree at 74 C (warm: infer every 3rd)."""
+    from thermal_tree import orin_tree
+
+    from segcam.outputs import build_sinks
+    from segcam.pipeline.assemble import open_shared_backend
+    from segcam.sources import open_source
+    from segcam.thermal import ThermalGovernor
+
+    orin_tree(tmp_path, 74.0)
+    frames = 45
+    cfg = pipeline_config(
+        selfie_onnx,
+        "thermal.enabled=true",
+        f"thermal.sysfs_root={tmp_path}",
+        "thermal.sensor=sysfs",
+        "thermal.interval_s=0.05",
+        "thermal.actions.warm={infer_every: 3}",
+        f"streams.shed={shed}",
+        size=SIZE,
+    )
+    entries = [
+        {"uri": "demo", "id": "lobby", "priority": 0},
+        {"uri": "demo", "id": "vault", "priority": 5, "refine": {"infer_every": 2}},
+    ]
+    cfg.inputs = load_config(None, ["inputs=" + json.dumps(entries)]).inputs
+    specs = build_streams(cfg, build_sinks, open_source, None)
+    backend, _ = open_shared_backend(cfg, len(specs))
+    gov = ThermalGovernor(cfg)
+    sup = Supervisor(cfg, specs, backend, [gov])
+    try:
+        assert sup.run(max_frames=frames) == 0
+    finally:
+        backend.close()
+    lobby, vault = sup.runners
+    assert gov.state == "warm"
+    assert lobby.knobs.snapshot().infer_every == 3  # the device is warm for everyone
+    # vault's own stride is 2: heat makes it 3 unless priority shedding spares it.
+    assert vault.knobs.snapshot().infer_every == (2 if shed == "priority" else 3)
+    assert sup.status()["extensions"]["thermal"]["state"] == "warm"
+    assert lobby.metrics.inferences < frames * 0.6
