@@ -61,12 +61,18 @@ setup(
         "gpu": ["cuda-python>=11.4"],
         "jetson": ["jetson-stats>=4.2"],
         "plot": ["matplotlib>=3.3"],
+        # Crash-safe H.264/VP9/VP8 recording on the CPU. PyAV's wheels bundle FFmpeg with
+        # libx264, which is GPL: a build that must avoid it records VP8/VP9 (libvpx, BSD)
+        # from a PyAV built against an FFmpeg without x264, or uses the Jetson's hardware
+        # encoder through GStreamer (docs/recording.md).
+        "record": ["av>=12"],
         "test": [
             "pytest>=7",
             "hypothesis>=6",
             "pycocotools>=2.0.6",
             "scikit-image>=0.19",
             "matplotlib>=3.3",  # `segcam bench --plot` and the GPU timeline plot are tested
+            "av>=12",  # the recorder's kill -9 / rotation / budget tests
             # Google's own runtime, for fidelity tests of the tflite->ONNX converter
             "ai-edge-litert>=1.0; python_version >= '3.9' and python_version < '3.13'",
         ],

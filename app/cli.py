@@ -15,13 +15,14 @@ from typing import List, Optional, Sequence
 
 from segcam import __version__
 from segcam.errors import SegcamError, exit_codes_text
-from segcam.log import setup_logging
+from segcam.log import for_stderr, setup_logging
 
 # (command name, module) in the order `segcam --help` lists them.
 COMMANDS = (
     ("run", "segcam.commands.run"),
     ("demo", "segcam.commands.demo"),
     ("bench", "segcam.commands.bench"),
+    ("eval", "segcam.commands.eval"),
     ("model", "segcam.commands.model"),
     ("engine", "segcam.commands.engine"),
     ("subscribe", "segcam.commands.subscribe"),
@@ -83,4 +84,4 @@ def _print_error(exc: SegcamError) -> None:
     lines: List[str] = [f"segcam: error: {exc.message}"]
     if exc.hint:
         lines.append(f"segcam: hint: {exc.hint}")
-    print("\n".join(lines), file=sys.stderr)
+    print(for_stderr("\n".join(lines)), file=sys.stderr)

@@ -15,7 +15,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
+import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (  # all present since 3.8
@@ -34,7 +37,7 @@ from typing import (  # all present since 3.8
 
 import yaml
 
-from segcam.errors import ConfigError
+from segcam.errors import ConfigError, OutputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed layouts put configs/ inside the package data; a source checkout has it beside app/.
@@ -83,6 +86,86 @@ def default_cache_dir() -> Path:
     return base / "segcam"
 
 
+# --------------------------------------------------------------------------- bounds
+
+# Hard limits of the YAML reader: a config is a few KiB, a handful of levels deep.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # nesting of mappings/sequences
+MAX_NODES = 100_000  # scalars after alias expansion (a "billion laughs" has 10**9)
+MAX_NUMBER_CHARS = 40  # characters of one int/float scalar (digits, sign, exponent)
+MAX_STRING = 4096  # characters of any string value unless its key says less (PATH_MAX)
+MAX_NAME = 255  # bytes of one path component (NAME_MAX)
+MAX_ITEMS = 64  # items of any list value unless its key says less
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Allowed values of one config key, declared once in the field's metadata.
+
+    Numbers: ``lo`` ..= ``hi``, or exactly ``off`` (a value outside the range that
+    switches the feature off or means "the library's default"). Strings and lists:
+    at most ``max_len`` characters/items; ``path`` strings also keep every path
+    component within NAME_MAX. ``configs/default.yaml`` states the same ranges in
+    brackets (``[lo .. hi]``); a test keeps them in agreement.
+    """
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    off: Optional[float] = None
+    max_len: Optional[int] = None
+    min_len: int = 0
+    path: bool = False
+
+    def check_number(self, value: float) -> bool:
+        """True if ``value`` is allowed (finite, in range or the off value)."""
+        if not math.isfinite(value):
+            return False
+        if self.off is not None and value == self.off:
+            return True
+        return (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
+
+    def text(self) -> str:
+        """The range as written in configs/default.yaml, e.g. ``0 | 0.1 .. 1000``."""
+        rng = f"{_num_text(self.lo)} .. {_num_text(self.hi)}"
+        return rng if self.off is None else f"{_num_text(self.off)} | {rng}"
+
+
+def _num_text(value: Optional[float]) -> str:
+    if value is None:
+        return "?"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _num(default: Any, lo: float, hi: float, off: Optional[float] = None) -> Any:
+    """A numeric field with its allowed range."""
+    return field(default=default, metadata={"bounds": Bounds(lo=lo, hi=hi, off=off)})
+
+
+def _path(default: str = "") -> Any:
+    """A string field that names a file or directory."""
+    return field(default=default, metadata={"bounds": Bounds(max_len=MAX_STRING, path=True)})
+
+
+def _text(default: str, max_len: int) -> Any:
+    """A string field of at most ``max_len`` characters."""
+    return field(default=default, metadata={"bounds": Bounds(max_len=max_len)})
+
+
+def _list(factory: Any, max_len: int, lo: Optional[float] = None, hi: Optional[float] = None,
+          min_len: int = 0) -> Any:  # fmt: skip
+    """A list field: item count, and the range of numeric items."""
+    bounds = Bounds(lo=lo, hi=hi, max_len=max_len, min_len=min_len)
+    return field(default_factory=factory, metadata={"bounds": bounds})
+
+
+def field_bounds(cls: Any, name: str) -> Optional[Bounds]:
+    """The :class:`Bounds` declared for field ``name`` of config dataclass ``cls``."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("bounds")
+    return None
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -90,20 +173,20 @@ def default_cache_dir() -> Path:
 class ReconnectConfig:
     """Backoff for lost cameras and streams."""
 
-    initial_s: float = 0.5
-    max_s: float = 10.0
-    max_attempts: int = 0  # 0 = retry forever
+    initial_s: float = _num(0.5, 0.01, 3600.0)
+    max_s: float = _num(10.0, 0.01, 3600.0)
+    max_attempts: int = _num(0, 0, 1_000_000)  # 0 = retry forever
 
 
 @dataclass
 class InputConfig:
     """Where frames come from (jetson-utils style URI) and how to capture them."""
 
-    uri: str = "demo"
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
-    fourcc: str = ""  # e.g. MJPG for USB cameras; empty = driver default
+    uri: str = _text("demo", MAX_STRING)
+    width: int = _num(1280, 64, 7680)
+    height: int = _num(720, 64, 4320)
+    fps: float = _num(30.0, 0.1, 1000.0)
+    fourcc: str = _text("", 4)  # e.g. MJPG for USB cameras; empty = driver default
     loop: bool = False  # files: start again at the end
     realtime: bool = False  # files/images: pace at their fps (and drop) instead of pipeline pace
     flip: Literal["none", "horizontal", "vertical", "both"] = "none"
@@ -114,10 +197,12 @@ class InputConfig:
 class ModelConfig:
     """Which model to run and where converted models are cached."""
 
-    name: str = "mediapipe-selfie"  # a profile in configs/models/ (or a path to a profile YAML)
-    path: str = ""  # explicit ONNX file; empty = the cached conversion of `name`
-    cache_dir: str = ""  # empty = $SEGCAM_CACHE or ~/.cache/segcam
-    light_profile: str = ""  # lighter profile the thermal governor may switch to
+    name: str = _path(
+        "mediapipe-selfie"
+    )  # a profile in configs/models/ (or a path to a profile YAML)
+    path: str = _path()  # explicit ONNX file; empty = the cached conversion of `name`
+    cache_dir: str = _path()  # empty = $SEGCAM_CACHE or ~/.cache/segcam
+    light_profile: str = _path()  # lighter profile the thermal governor may switch to
 
 
 @dataclass
@@ -125,27 +210,34 @@ class InferenceConfig:
     """Backend selection and its settings."""
 
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
-    providers: List[str] = field(default_factory=lambda: ["auto"])
-    threads: int = 0  # ORT intra-op threads; 0 = ORT default
+    providers: List[str] = _list(lambda: ["auto"], 8)
+    threads: int = _num(0, 1, 64, off=0)  # ORT intra-op threads; 0 = ORT default
     device: Literal["auto", "cpu", "gpu"] = "auto"  # pre/post on GPU when available
-    engine: str = ""  # explicit TensorRT engine; empty = look in engine_dir
-    engine_dir: str = "engines"
+    engine: str = _path()  # explicit TensorRT engine; empty = look in engine_dir
+    engine_dir: str = _path("engines")
     require_tensorrt: bool = False
     build_engine_on_start: bool = False
     engine_precision: Literal["fp16", "fp32"] = "fp16"  # TensorRT engine to look for / build
-    engine_workspace_mib: int = 1024  # TensorRT builder workspace pool
+    engine_workspace_mib: int = _num(1024, 16, 65536)  # TensorRT builder workspace pool
 
 
 @dataclass
 class RefineConfig:
     """Mask refinement between inference and compositing."""
 
-    threshold: float = 0.5
+    threshold: float = _num(0.5, 0.0, 1.0)
     soft: bool = True  # keep a soft (0..1) mask; False = hard threshold
-    feather: int = 3  # edge blur radius in pixels at frame size; 0 = off
-    smoothing: float = 0.6  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
-    infer_every: int = 1  # run the model every Nth frame, reuse the mask between
-    min_blob_area: float = 0.0  # drop foreground blobs smaller than this fraction of the frame
+    feather: int = _num(3, 0, 255)  # edge blur radius in pixels at frame size; 0 = off
+    smoothing: float = _num(
+        0.6, 0.0, 1.0
+    )  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
+    infer_every: int = _num(1, 1, 1000)  # run the model every Nth frame, reuse the mask between
+    min_blob_area: float = _num(
+        0.0, 0.0, 0.999
+    )  # drop foreground blobs smaller than this fraction of the frame
+    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
+    guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
 
 
 @dataclass
@@ -153,11 +245,11 @@ class BackgroundConfig:
     """What replaces the background."""
 
     mode: Literal["blur", "color", "image", "video", "none", "overlay"] = "blur"
-    color: List[int] = field(default_factory=lambda: [0, 177, 64])  # BGR
-    image: str = ""
-    video: str = ""
+    color: List[int] = _list(lambda: [0, 177, 64], 3, lo=0, hi=255, min_len=3)  # BGR
+    image: str = _path()
+    video: str = _path()
     fit: Literal["cover", "fit"] = "cover"
-    blur: int = 45  # blur strength (kernel size in px at frame size)
+    blur: int = _num(45, 1, 255)  # blur strength (kernel size in px at frame size)
 
 
 @dataclass
@@ -172,16 +264,34 @@ class DisplayConfig:
     """Options of display:// outputs."""
 
     fullscreen: bool = False
-    title: str = "segcam"
+    title: str = _text("segcam", 256)
+
+
+@dataclass
+class RecordConfig:
+    """How file:// outputs are recorded: writer, crash safety, encoder tuning, segments, budget."""
+
+    recorder: Literal["auto", "gstreamer", "pyav", "opencv"] = "auto"
+    flush_interval_s: float = _num(1.0, 0.1, 60.0)  # keyframe + fragment + fsync cadence
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"  # x264 (PyAV and x264enc)
+    )
+    threads: int = _num(1, 1, 16)  # encoder threads (PyAV); the pipeline keeps the other cores
+    crf: int = _num(23, 0, 51)  # constant quality (x264 CRF; libvpx CRF + 8); lower = better
+    bitrate_kbps: int = _num(0, 100, 200_000, off=0)  # 0 = constant quality / ~0.1 bit/pixel
+    segment_s: float = _num(0.0, 1.0, 86_400.0, off=0.0)  # new file every N s; 0 = one file
+    max_mib: float = _num(0.0, 1.0, 1e9, off=0.0)  # segments' total cap (oldest go); 0 = none
+    min_free_mib: float = _num(256.0, 0.0, 1e7)  # free space kept (oldest removed, then stop)
 
 
 @dataclass
 class OutputConfig:
     """Where results go; several URIs may be given."""
 
-    uris: List[str] = field(default_factory=lambda: ["none"])
-    record_mask: bool = False  # file:// outputs also write <name>.mask.mp4
-    codec: str = "mp4v"
+    uris: List[str] = _list(lambda: ["none"], 16)
+    record_mask: bool = False  # file:// outputs also write <name>.mask.<suffix>
+    codec: str = _text("auto", 16)  # auto | h264 | vp9 | vp8 | mp4v | mjpg | a FOURCC (OpenCV)
+    record: RecordConfig = field(default_factory=RecordConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
 
 
@@ -189,11 +299,13 @@ class OutputConfig:
 class PipelineConfig:
     """Runner shape: slots, queue depth, status cadence."""
 
-    slots: int = 4
-    queue_depth: int = 1
-    status_interval_s: float = 5.0
-    stop_timeout_s: float = 2.0
-    cv_threads: int = 0  # OpenCV threads while the pipeline runs; 0 = OpenCV's default
+    slots: int = _num(4, 2, 64)
+    queue_depth: int = _num(1, 1, 8)
+    status_interval_s: float = _num(5.0, 0.1, 86400.0, off=0.0)
+    stop_timeout_s: float = _num(2.0, 0.1, 600.0)
+    cv_threads: int = _num(
+        0, 1, 64, off=0
+    )  # OpenCV threads while the pipeline runs; 0 = OpenCV's default
 
 
 @dataclass
@@ -201,8 +313,8 @@ class CurveConfig:
     """ZeroMQ CURVE authentication and encryption."""
 
     enabled: bool = False
-    server_secret_key: str = ""  # path to the server's .key_secret file
-    authorized_keys_dir: str = ""  # directory of allowed clients' .key files
+    server_secret_key: str = _path()  # path to the server's .key_secret file
+    authorized_keys_dir: str = _path()  # directory of allowed clients' .key files
 
 
 @dataclass
@@ -210,19 +322,21 @@ class PublishConfig:
     """Mask stream over ZeroMQ PUB."""
 
     enabled: bool = False
-    bind: List[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
+    bind: List[str] = _list(lambda: ["tcp://127.0.0.1:5555"], 16)
     encoding: Literal["raw", "png", "rle"] = "rle"
     values: Literal["probability", "binary"] = "binary"  # rle carries binary masks only
-    every_n: int = 1
-    max_fps: float = 0.0  # 0 = no cap
-    downscale: int = 1  # send masks at 1/N of frame size
-    sndhwm: int = 2
+    every_n: int = _num(1, 1, 10000)
+    max_fps: float = _num(0.0, 0.01, 1000.0, off=0.0)  # 0 = no cap
+    downscale: int = _num(1, 1, 64)  # send masks at 1/N of frame size
+    sndhwm: int = _num(2, 1, 100_000)
     nodrop: bool = False  # True: a full subscriber queue makes sends fail (counted) for all
-    heartbeat_s: float = 2.0  # ZMTP heartbeat interval; 0 = off (dead peers linger)
+    heartbeat_s: float = _num(
+        2.0, 0.1, 3600.0, off=0.0
+    )  # ZMTP heartbeat interval; 0 = off (dead peers linger)
     frame_topic: bool = False  # also publish the composed frame as JPEG
-    jpeg_quality: int = 80
-    telemetry_interval_s: float = 1.0
-    stream_id: str = ""  # empty = hostname
+    jpeg_quality: int = _num(80, 1, 100)
+    telemetry_interval_s: float = _num(1.0, 0.05, 3600.0, off=0.0)
+    stream_id: str = _text("", 256)  # empty = hostname
     curve: CurveConfig = field(default_factory=CurveConfig)
 
 
@@ -230,20 +344,20 @@ class PublishConfig:
 class ThermalThresholds:
     """Entry temperatures (deg C) of each heat state."""
 
-    warm: float = 70.0
-    hot: float = 80.0
-    critical: float = 90.0
+    warm: float = _num(70.0, -40.0, 150.0)
+    hot: float = _num(80.0, -40.0, 150.0)
+    critical: float = _num(90.0, -40.0, 150.0)
 
 
 @dataclass
 class ThermalAction:
     """What the governor does while in a state."""
 
-    infer_every: int = 1
-    fps_cap: float = 0.0
+    infer_every: int = _num(1, 1, 1000)
+    fps_cap: float = _num(0.0, 0.1, 1000.0, off=0.0)  # 0 = uncapped
     light_profile: bool = False
     pause: bool = False
-    nvpmodel: int = -1  # -1 = leave alone
+    nvpmodel: int = _num(-1, 0, 63, off=-1)  # -1 = leave alone
 
 
 @dataclass
@@ -266,12 +380,14 @@ class ThermalConfig:
 
     enabled: bool = True
     sensor: Literal["auto", "jtop", "sysfs", "none"] = "auto"
-    sysfs_root: str = "/"
-    interval_s: float = 1.0
-    read_timeout_s: float = 2.0  # a sensor read slower than this is reported and skipped
-    sensors: List[str] = field(default_factory=lambda: ["cpu", "gpu", "soc", "tj"])
+    sysfs_root: str = _path("/")
+    interval_s: float = _num(1.0, 0.05, 3600.0)
+    read_timeout_s: float = _num(
+        2.0, 0.05, 600.0
+    )  # a sensor read slower than this is reported and skipped
+    sensors: List[str] = _list(lambda: ["cpu", "gpu", "soc", "tj"], 32)
     thresholds: ThermalThresholds = field(default_factory=ThermalThresholds)
-    hysteresis: float = 5.0
+    hysteresis: float = _num(5.0, 0.0, 50.0)
     pause_mode: Literal["last_mask", "background"] = "last_mask"
     allow_nvpmodel: bool = False
     actions: ThermalActions = field(default_factory=ThermalActions)
@@ -282,7 +398,7 @@ class ServiceConfig:
     """systemd integration."""
 
     watchdog: bool = True
-    state_dir: str = "/var/lib/segcam"
+    state_dir: str = _path("/var/lib/segcam")
 
 
 @dataclass
@@ -303,9 +419,11 @@ class StreamInput:
     the stream id, so one top-level ``file://rec-{id}.mp4`` records every stream apart.
     """
 
-    uri: str = ""
-    id: str = ""  # stream id on the mask stream and in status; empty = stream<N>
-    priority: int = 0  # higher keeps its rate longer when streams.shed is "priority"
+    uri: str = _text("", MAX_STRING)
+    id: str = _text("", 64)  # stream id on the mask stream and in status; empty = stream<N>
+    priority: int = _num(
+        0, -1000, 1000
+    )  # higher keeps its rate longer when streams.shed is "priority"
     outputs: Optional[List[str]] = None
     background: Any = None  # a mapping of composite.background keys
     refine: Any = None  # a mapping of refine keys
@@ -319,8 +437,12 @@ class StreamsConfig:
     on_error: Literal["continue", "stop"] = "continue"  # a failed stream: others go on?
     shed: Literal["all", "priority"] = "all"  # thermal actions: on every stream, or the
     # lower-priority streams first (warm: all but the highest priority; hotter: all)
-    batch_max: int = 4  # frames of different streams in one inference call (1 = no batching)
-    batch_wait_ms: float = 4.0  # how long the first frame of a batch waits for others
+    batch_max: int = _num(
+        4, 1, 64
+    )  # frames of different streams in one inference call (1 = no batching)
+    batch_wait_ms: float = _num(
+        4.0, 0.0, 100.0
+    )  # how long the first frame of a batch waits for others
 
 
 @dataclass
@@ -341,41 +463,6 @@ class Config:
     inputs: List[StreamInput] = field(default_factory=list)  # several inputs in one process
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     source_path: str = ""  # file the config was loaded from (not a YAML key)
-
-
-# Range checks that types alone cannot express: key path -> (predicate, expectation).
-_RULES: Dict[str, Tuple[Any, str]] = {
-    "input.width": (lambda v: v > 0, "a positive integer"),
-    "input.height": (lambda v: v > 0, "a positive integer"),
-    "input.fps": (lambda v: v > 0, "a positive number"),
-    "refine.threshold": (lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1"),
-    "refine.feather": (lambda v: v >= 0, "0 or more pixels"),
-    "refine.smoothing": (lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1"),
-    "refine.infer_every": (lambda v: v >= 1, "an integer of 1 or more"),
-    "refine.min_blob_area": (lambda v: 0.0 <= v < 1.0, "a fraction of the frame in [0, 1)"),
-    "composite.background.color": (
-        lambda v: len(v) == 3 and all(0 <= c <= 255 for c in v),
-        "three integers 0-255 (B, G, R)",
-    ),
-    "composite.background.blur": (lambda v: v >= 1, "an integer of 1 or more"),
-    "pipeline.slots": (lambda v: v >= 2, "an integer of 2 or more"),
-    "pipeline.queue_depth": (lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
-    "pipeline.stop_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
-    "pipeline.cv_threads": (lambda v: v >= 0, "0 (OpenCV's default) or a thread count"),
-    "publish.every_n": (lambda v: v >= 1, "an integer of 1 or more"),
-    "publish.max_fps": (lambda v: v >= 0, "0 (no cap) or a positive number"),
-    "publish.downscale": (lambda v: v >= 1, "an integer of 1 or more"),
-    "publish.sndhwm": (lambda v: v >= 1, "an integer of 1 or more"),
-    "publish.heartbeat_s": (lambda v: v >= 0, "0 (off) or a positive number of seconds"),
-    "publish.jpeg_quality": (lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
-    "thermal.interval_s": (lambda v: v > 0, "a positive number of seconds"),
-    "thermal.read_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
-    "thermal.hysteresis": (lambda v: v >= 0, "0 or more degrees"),
-    "inference.threads": (lambda v: v >= 0, "0 (default) or a positive integer"),
-    "inference.engine_workspace_mib": (lambda v: v >= 16, "at least 16 (MiB)"),
-    "streams.batch_max": (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
-    "streams.batch_wait_ms": (lambda v: 0 <= v <= 100, "0 to 100 milliseconds"),
-}
 
 
 # --------------------------------------------------------------------------- loading
@@ -412,13 +499,33 @@ def _where(path: str, node: Optional[yaml.Node], source: str) -> str:
     return where
 
 
-def _convert(tp: Any, value: Any, node: Optional[yaml.Node], path: str, source: str) -> Any:
-    """Check ``value`` against type ``tp``; return the converted value or raise."""
+_REPR = reprlib.Repr()
+_REPR.maxstring = 60
+_REPR.maxother = 60
+_REPR.maxlong = 40
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 6
+_REPR.maxlevel = 3
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a readable length (cheap even for huge or nested values)."""
+    return _REPR.repr(value)
+
+
+def _convert(
+    tp: Any,
+    value: Any,
+    node: Optional[yaml.Node],
+    path: str,
+    source: str,
+    bounds: Optional[Bounds] = None,
+) -> Any:
+    """Check ``value`` against type ``tp`` and ``bounds``; return the converted value or raise."""
     origin = get_origin(tp)
 
     def fail(expected: str) -> ConfigError:
         return ConfigError(
-            f"{_where(path, node, source)}: expected {expected}, got {value!r}",
+            f"{_where(path, node, source)}: expected {expected}, got {short_repr(value)}",
             "fix the value or remove the key to use the default",
         )
 
@@ -432,15 +539,17 @@ def _convert(tp: Any, value: Any, node: Optional[yaml.Node], path: str, source: 
         args = [a for a in get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, node, path, source)
+        return _convert(args[0], value, node, path, source, bounds)
     if origin is Literal:
         choices = get_args(tp)
-        if value not in choices:
-            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        if isinstance(value, (dict, list)) or value not in choices:
+            near = []
+            if isinstance(value, str) and len(value) <= 100:
+                near = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
             hint = f"did you mean {near[0]!r}?" if near else "choose one of the listed values"
             raise ConfigError(
                 f"{_where(path, node, source)}: expected one of "
-                f"{', '.join(repr(c) for c in choices)}, got {value!r}",
+                f"{', '.join(repr(c) for c in choices)}, got {short_repr(value)}",
                 hint,
             )
         return value
@@ -450,32 +559,61 @@ def _convert(tp: Any, value: Any, node: Optional[yaml.Node], path: str, source: 
             value = [value]  # a single URI where a list is expected is what users mean
         if not isinstance(value, list):
             raise fail(_type_name(tp))
+        max_len = bounds.max_len if bounds and bounds.max_len is not None else MAX_ITEMS
+        min_len = bounds.min_len if bounds else 0
+        if not min_len <= len(value) <= max_len:
+            count = f"{min_len}" if min_len == max_len else f"{min_len} to {max_len}"
+            raise fail(f"{count} items")
+        item_bounds = None
+        if bounds is not None and (bounds.lo is not None or bounds.hi is not None):
+            item_bounds = Bounds(lo=bounds.lo, hi=bounds.hi)
         items = []
         child_nodes = node.value if isinstance(node, yaml.SequenceNode) else [None] * len(value)
         for i, (item, child) in enumerate(zip(value, child_nodes)):
-            items.append(_convert(item_tp, item, child, f"{path}[{i}]", source))
+            items.append(_convert(item_tp, item, child, f"{path}[{i}]", source, item_bounds))
         return items
     if tp is bool:
         if not isinstance(value, bool):
             raise fail("true or false")
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
+    if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
+            raise fail(_type_name(tp))
+        if tp is int and not isinstance(value, int):
+            raise fail("an integer")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise fail(f"a finite {'number' if tp is float else 'integer'}")
+        if bounds is not None and not bounds.check_number(value):
+            raise fail(_range_text(tp, bounds))
+        return float(value) if tp is float else value
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # `uri: 0` means camera 0
+            value = str(value)  # `uri: 0` means camera 0
         if not isinstance(value, str):
             raise fail("a string")
+        _check_text(value, bounds, fail)
         return value
     if tp is Any:
         return value
     raise ConfigError(f"{path}: unsupported config type {tp!r}")  # pragma: no cover
+
+
+def _range_text(tp: Any, bounds: Bounds) -> str:
+    kind = "an integer" if tp is int else "a number"
+    rng = f"{kind} from {_num_text(bounds.lo)} to {_num_text(bounds.hi)}"
+    return rng if bounds.off is None else f"{_num_text(bounds.off)} or {rng}"
+
+
+def _check_text(value: str, bounds: Optional[Bounds], fail: Any) -> None:
+    max_len = bounds.max_len if bounds and bounds.max_len is not None else MAX_STRING
+    if len(value) > max_len:
+        raise fail(f"at most {max_len} characters (got {len(value)})")
+    if "\x00" in value:
+        raise fail("text without NUL characters")
+    if bounds is not None and bounds.path:
+        longest = max(len(part.encode("utf-8", "surrogateescape")) for part in value.split("/"))
+        if longest > MAX_NAME:
+            raise fail(f"a path whose every name is at most {MAX_NAME} bytes")
 
 
 def _mapping_nodes(node: Optional[yaml.Node]) -> Dict[str, Tuple[yaml.Node, yaml.Node]]:
@@ -486,24 +624,22 @@ def _mapping_nodes(node: Optional[yaml.Node]) -> Dict[str, Tuple[yaml.Node, yaml
 
 def _build(cls: Any, data: Dict[str, Any], node: Optional[yaml.Node], path: str, source: str):
     hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "source_path"]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_path"}
+    names = list(fields)
     nodes = _mapping_nodes(node)
     kwargs: Dict[str, Any] = {}
     for key, value in data.items():
-        key_node, value_node = nodes.get(str(key), (None, None))
-        sub = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+        name = key if isinstance(key, str) else short_repr(key)
+        key_node, value_node = nodes.get(name, (None, None))
+        sub = f"{path}.{name[:80]}" if path else name[:80]
+        if name not in fields:
+            near = []
+            if len(name) <= 100:
+                near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
             hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(names)}"
             raise ConfigError(f"{_where(sub, key_node, source)}: unknown key", hint)
-        value = _convert(hints[key], value, value_node, sub, source)
-        rule = _RULES.get(sub)
-        if rule is not None and value is not None and not rule[0](value):
-            raise ConfigError(
-                f"{_where(sub, value_node, source)}: expected {rule[1]}, got {value!r}",
-                "fix the value or remove the key to use the default",
-            )
-        kwargs[key] = value
+        bounds = fields[name].metadata.get("bounds")
+        kwargs[name] = _convert(hints[name], value, value_node, sub, source, bounds)
     return cls(**kwargs)
 
 
@@ -531,6 +667,12 @@ def _cross_checks(cfg: Config) -> None:
             "publish.curve.server_secret_key: CURVE is enabled but no server key is set",
             "run `segcam keys generate` and point this key at the .key_secret file",
         )
+    from segcam.recording.formats import check_codec_name
+
+    try:
+        check_codec_name(cfg.output.codec)
+    except OutputError as exc:
+        raise ConfigError(exc.message, exc.hint) from None
     if cfg.publish.encoding == "rle" and cfg.publish.values != "binary":
         raise ConfigError(
             f"publish.values: encoding 'rle' carries binary masks only, got {cfg.publish.values!r}",
@@ -540,19 +682,149 @@ def _cross_checks(cfg: Config) -> None:
         stream_configs(cfg)  # every entry must resolve to a config that runs
 
 
+# YAML 1.2 reads 1e-3 and 2E6 as numbers; YAML 1.1 (PyYAML) needs a dot and reads them as
+# strings, which surprises everyone who writes `--set refine.threshold=5e-1`.
+_FLOAT_12 = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader with hard limits: nesting depth, characters per number, and every
+    failure of a tag's constructor (``!!bool maybe``, ``!!int abc``) as a YAML error."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nesting deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Any) -> Any:  # noqa: D102 - PyYAML hook
+        try:
+            return super().construct_document(node)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, KeyError, TypeError, OverflowError, IndexError, AttributeError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({type(exc).__name__})", node.start_mark
+            ) from None
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:  # noqa: D102
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, KeyError, TypeError, OverflowError, IndexError, AttributeError):
+            value = node.value if isinstance(node, yaml.ScalarNode) else "..."
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read {short_repr(value)} as {node.tag.rsplit(':', 1)[-1]}",
+                node.start_mark,
+            ) from None
+
+    def _bounded_number(self, node: Any) -> None:
+        if len(str(node.value)) > MAX_NUMBER_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number longer than {MAX_NUMBER_CHARS} characters", node.start_mark
+            )
+
+    def construct_bounded_int(self, node: Any) -> int:
+        """An int scalar of at most MAX_NUMBER_CHARS characters (any base)."""
+        self._bounded_number(node)
+        return super().construct_yaml_int(node)
+
+    def construct_bounded_float(self, node: Any) -> float:
+        """A float scalar of at most MAX_NUMBER_CHARS characters."""
+        self._bounded_number(node)
+        return super().construct_yaml_float(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_bounded_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_bounded_float)
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789"))
+
+
 def _compose(text: str, source: str) -> Tuple[Any, Optional[yaml.Node]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+    """Parse YAML text once with the bounded loader: (plain data, composed node)."""
+    if len(text) > MAX_DOCUMENT_BYTES:
         raise ConfigError(
-            f"{source or 'config'}: invalid YAML{where}: {problem}",
+            f"{source or 'config'}: {len(text)} characters, more than the "
+            f"{MAX_DOCUMENT_BYTES} a config may have",
+            "a segcam config is a few KiB; check that this is the right file",
+        )
+    try:
+        return _load_yaml(text, source)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{source or 'config'}: invalid YAML{_yaml_problem(exc)}",
             "check indentation and quoting on that line",
         ) from None
+
+
+def _load_yaml(text: str, source: str) -> Tuple[Any, Optional[yaml.Node]]:
+    """(data, node) from the bounded loader; raises yaml.YAMLError or ConfigError."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None
+        if node is not None:
+            _check_expanded_size(node, source)
+            data = loader.construct_document(node)
+    finally:
+        loader.dispose()
     return data, node
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` of a YAML error, cut to a readable length."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{where}: {str(problem)[:200]}"
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    """Refuse documents whose aliases expand to more than MAX_NODES nodes, or loop."""
+    sizes: Dict[int, Optional[int]] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            known = sizes[key]
+            if known is None:
+                raise ConfigError(
+                    f"{source or 'config'}: an alias refers to the node that contains it "
+                    f"(line {node.start_mark.line + 1})",
+                    "remove the recursive alias",
+                )
+            return known
+        sizes[key] = None
+        if isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            n = 1
+        n = min(n, MAX_NODES + 1)
+        sizes[key] = n
+        return n
+
+    if size(root) > MAX_NODES:
+        raise ConfigError(
+            f"{source or 'config'}: aliases expand to more than {MAX_NODES} values",
+            "a segcam config is small; remove the anchors/aliases that multiply it",
+        )
 
 
 def parse_config(text: str, source: str = "") -> Config:
@@ -571,16 +843,30 @@ def parse_config(text: str, source: str = "") -> Config:
 def _parse_override(text: str) -> Tuple[List[str], Any]:
     if "=" not in text:
         raise ConfigError(
-            f"--set {text!r}: expected KEY=VALUE", "for example --set refine.threshold=0.6"
+            f"--set {short_repr(text)}: expected KEY=VALUE",
+            "for example --set refine.threshold=0.6",
         )
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: empty key", "for example --set refine.threshold=0.6")
+        raise ConfigError(
+            f"--set {short_repr(text)}: empty key", "for example --set refine.threshold=0.6"
+        )
+    if len(text) > MAX_STRING * 4:
+        raise ConfigError(f"--set {short_repr(text)}: longer than {MAX_STRING * 4} characters")
+    if not raw.strip():
+        return key.split("."), ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw  # an unparsable value is taken as a plain string; typing then checks it
+        value, _ = _load_yaml(raw, "")
+    except (yaml.scanner.ScannerError, yaml.parser.ParserError):
+        value = raw  # text that is not YAML (`a: b: c`) is taken as a string; typing checks it
+    except yaml.YAMLError as exc:  # a tag that does not fit its value, an overlong number
+        raise ConfigError(
+            f"--set {key}: invalid value{_yaml_problem(exc)}",
+            "quote the value to pass it as text, or fix it",
+        ) from None
+    except ConfigError as exc:
+        raise ConfigError(f"--set {key}: {exc.message}", exc.hint) from None
     return key.split("."), value
 
 
@@ -610,7 +896,14 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
         p = resolve_config_path(path)
         source = str(p)
         try:
-            text = p.read_text(encoding="utf-8")
+            with open(p, "rb") as fh:
+                raw = fh.read(MAX_DOCUMENT_BYTES + 1)
+            if len(raw) > MAX_DOCUMENT_BYTES:
+                raise ConfigError(
+                    f"config file {source} is larger than {MAX_DOCUMENT_BYTES} bytes",
+                    "a segcam config is a few KiB; check that this is the right file",
+                )
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(
                 f"config file {source} does not exist",
@@ -627,8 +920,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
         raise ConfigError(f"{source or 'config'}: the top level must be a mapping of sections")
     if overrides:
         # Overrides have no line; validate them on their own first so errors name --set.
+        alone = apply_overrides({}, overrides)  # its own errors already name --set
         try:
-            _build(Config, apply_overrides({}, overrides), None, "", "")
+            _build(Config, alone, None, "", "")
         except ConfigError as exc:
             raise ConfigError(f"--set {exc.message}", exc.hint) from None
         data = apply_overrides(data, overrides)

@@ -6,6 +6,11 @@ a hand-traced outline seeds OpenCV's GrabCut, which snaps it to the real edges. 
 each frame pastes exactly that cut-out, the scene knows its own ground truth: ``render``
 returns the frame *and* the person's silhouette, so tests can score masks against it.
 
+Only the photograph's head-and-shoulders rows are used (above the helmet she holds, which
+is not part of her silhouette), and they are placed with their bottom row on or below the
+frame's bottom border: the one edge of the cut-out that is not her outline (where the crop
+ends) is where the picture ends, as with a person cut by a camera's frame.
+
 Frame ``i`` depends only on ``i`` and the requested size, never on wall time.
 """
 
@@ -23,11 +28,15 @@ from segcam.errors import SourceError
 # Outline of the person in the 512x512 photograph (x, y): head, neck ring, suit; the
 # helmet she holds is left out, it is not part of a person silhouette.
 _OUTLINE = (
-    (225, 12), (270, 18), (300, 50), (305, 110), (286, 150), (300, 178), (305, 240),
+    (225, 12), (270, 18), (300, 50), (305, 110), (272, 138), (266, 165), (300, 185),
+    (305, 240),
     (340, 262), (362, 300), (365, 345), (330, 340), (300, 350), (285, 380), (278, 420),
-    (275, 470), (270, 512), (18, 512), (18, 300), (45, 250), (110, 215), (120, 180),
-    (160, 150), (150, 100), (160, 40),
+    (275, 470), (270, 512), (18, 512), (18, 300), (45, 250), (110, 215), (125, 182),
+    (182, 158), (182, 138), (150, 100), (160, 40),
 )  # fmt: skip
+
+# Rows of the photograph the scene uses: head and shoulders, above the helmet.
+PORTRAIT_ROWS = 336
 
 _cutout_lock = threading.Lock()
 _cutout: Optional[Tuple[np.ndarray, np.ndarray]] = None
@@ -42,14 +51,25 @@ def person_cutout() -> Tuple[np.ndarray, np.ndarray]:
         return _cutout
 
 
+def _missing_skimage() -> SourceError:
+    return SourceError(
+        "the demo source needs scikit-image, which ships the portrait photo it uses",
+        'install it with: pip install "segcam[demo]" (from a checkout: pip install -e ".[demo]")',
+    )
+
+
+def missing_dependency() -> Optional[SourceError]:
+    """The error the demo source would raise for lack of scikit-image, else None (cheap)."""
+    import importlib.util
+
+    return _missing_skimage() if importlib.util.find_spec("skimage") is None else None
+
+
 def _load_portrait() -> np.ndarray:
     try:
         from skimage import data
     except ImportError:
-        raise SourceError(
-            "the demo source needs scikit-image, which ships the portrait photo it uses",
-            'install it with: pip install -e ".[demo]"',
-        ) from None
+        raise _missing_skimage() from None
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
 
 
@@ -136,21 +156,24 @@ class DemoScene:
         self.height = height
         self.fps = fps
         portrait, mask = person_cutout()
-        scale = 0.85 * height / portrait.shape[0]
-        side = max(8, int(round(portrait.shape[0] * scale)))
-        self._person = cv2.resize(portrait, (side, side), interpolation=cv2.INTER_AREA)
-        m = cv2.resize(mask.astype(np.uint8) * 255, (side, side), interpolation=cv2.INTER_LINEAR)
+        portrait, mask = portrait[:PORTRAIT_ROWS], mask[:PORTRAIT_ROWS]
+        scale = 0.8 * height / PORTRAIT_ROWS  # head and shoulders, as in a video call
+        ph = max(8, int(round(PORTRAIT_ROWS * scale)))
+        pw = max(8, int(round(portrait.shape[1] * scale)))
+        self._person = cv2.resize(portrait, (pw, ph), interpolation=cv2.INTER_AREA)
+        m = cv2.resize(mask.astype(np.uint8) * 255, (pw, ph), interpolation=cv2.INTER_LINEAR)
         self._person_mask = m > 127
         self._texture = _background_texture(width, height)
 
     def person_box(self, i: int) -> Tuple[int, int]:
-        """Top-left (x, y) of the person's square at frame ``i`` (may be partly outside)."""
+        """Top-left (x, y) of the person's picture at frame ``i`` (its bottom is at or
+        below the frame's bottom border; it may be partly outside at the sides)."""
         t = i / self.fps
-        side = self._person.shape[0]
+        ph, pw = self._person.shape[:2]
         cx = self.width / 2 + 0.22 * self.width * math.sin(2 * math.pi * t / 8.0)
         bob = 0.02 * self.height * math.sin(2 * math.pi * t / 1.5)
-        x0 = int(round(cx - side / 2))
-        y0 = int(round(self.height - side + abs(bob)))
+        x0 = int(round(cx - pw / 2))
+        y0 = int(round(self.height - ph + abs(bob)))
         return x0, y0
 
     def render(
@@ -171,9 +194,9 @@ class DemoScene:
         cv2.circle(out, (bx, by), max(4, h // 18), (30, 60, 220), -1, cv2.LINE_AA)
         truth.fill(0)
         x0, y0 = self.person_box(i)
-        side = self._person.shape[0]
+        ph, pw = self._person.shape[:2]
         fx0, fy0 = max(0, x0), max(0, y0)
-        fx1, fy1 = min(w, x0 + side), min(h, y0 + side)
+        fx1, fy1 = min(w, x0 + pw), min(h, y0 + ph)
         if fx1 > fx0 and fy1 > fy0:
             px0, py0 = fx0 - x0, fy0 - y0
             src = self._person[py0 : py0 + fy1 - fy0, px0 : px0 + fx1 - fx0]

@@ -576,6 +576,50 @@ def check_publish(ctx: DoctorContext) -> Check:
     return Check("publish", OK, f"bound to {where} ({curve})")
 
 
+def check_recorder(ctx: DoctorContext) -> Check:
+    """Which writer records file:// outputs here, why, and whether a crash keeps the file."""
+    from segcam.errors import OutputError
+    from segcam.outputs import parse_output
+    from segcam.recording.choice import choose
+
+    files = []
+    for uri in ctx.cfg.output.uris:
+        try:
+            kind, target = parse_output(uri)
+        except OutputError:
+            continue  # the outputs are checked when segcam run starts
+        if kind == "file":
+            files.append(target)
+    path = Path(files[0]).expanduser() if files else Path("out.mp4")
+    rec = ctx.cfg.output.record
+    try:
+        choice = choose(path, ctx.cfg.output.codec, rec.recorder)
+    except OutputError as exc:
+        status = FAIL if files else WARN
+        return Check("recorder", status, f"{path.name}: {exc.message}", exc.hint)
+    lead = f"{path.name}" if files else "no file:// output; a .mp4 would record with"
+    detail = f"{lead} {choice.summary()}"
+    data = {
+        "backend": choice.backend,
+        "codec": choice.codec.name if choice.codec else choice.fourcc,
+        "container": choice.container.name,
+        "crash_safe": choice.crash_safe,
+        "flush_interval_s": rec.flush_interval_s,
+    }
+    if choice.codec is not None and choice.backend == "pyav":
+        data["encoder_licence"] = choice.codec.licence
+    if not choice.crash_safe:
+        return Check(
+            "recorder",
+            WARN,
+            detail,
+            "pip install 'segcam[record]' (PyAV) and record to .mp4/.mkv/.webm for files that "
+            "survive a crash",
+            data,
+        )
+    return Check("recorder", OK, detail, data=data)
+
+
 def check_service(ctx: DoctorContext) -> Check:
     """The systemd unit's state when installed."""
     enabled = ctx.command(["systemctl", "is-enabled", "segcam.service"])
@@ -614,6 +658,7 @@ CHECKS: List[Callable[[DoctorContext], Check]] = [
     check_model,
     check_engine,
     check_publish,
+    check_recorder,
     check_service,
 ]
 

@@ -4,7 +4,9 @@ Under systemd with stderr connected to the journal (``$JOURNAL_STREAM`` names st
 device and inode), lines carry no timestamp (journald stamps each entry) and start with
 the syslog priority in the ``<N>`` form of sd-daemon(3), so ``journalctl -p warning``
 filters segcam's warnings and errors. Every line of a multi-line message (a traceback)
-gets the prefix, because journald reads each line as its own entry.
+gets the prefix, because journald reads each line as its own entry. The same holds for
+what does not go through a logger: the CLI's final ``error:``/``hint:`` lines
+(:func:`for_stderr`) and the traceback of an uncaught exception (critical).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import IO, Mapping, Optional
+import threading
+import traceback
+from typing import IO, Any, Mapping, Optional
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -39,6 +43,12 @@ def syslog_priority(levelno: int) -> int:
     return 7
 
 
+def prefix_lines(text: str, levelno: int) -> str:
+    """``text`` with the ``<N>`` priority of ``levelno`` at the start of every line."""
+    prefix = f"<{syslog_priority(levelno)}>"
+    return "\n".join(prefix + line for line in text.split("\n"))
+
+
 class JournalFormatter(logging.Formatter):
     """``<N>name: message`` with every line prefixed, and no timestamp."""
 
@@ -47,9 +57,7 @@ class JournalFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Format ``record`` and prefix each of its lines with its ``<priority>``."""
-        text = super().format(record)
-        prefix = f"<{syslog_priority(record.levelno)}>"
-        return "\n".join(prefix + line for line in text.split("\n"))
+        return prefix_lines(super().format(record), record.levelno)
 
 
 def console_formatter() -> logging.Formatter:
@@ -79,6 +87,28 @@ def stream_is_journal(
         return False
 
 
+def for_stderr(text: str, levelno: int = logging.ERROR) -> str:
+    """``text`` ready for stderr: priority-prefixed when stderr is the journal, else as is."""
+    return prefix_lines(text, levelno) if stream_is_journal() else text
+
+
+def _journal_excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+    # An uncaught exception is a crash: critical, so `journalctl -p err` shows the
+    # traceback instead of hiding it among the info lines.
+    text = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
+    sys.stderr.write(prefix_lines(text, logging.CRITICAL) + "\n")
+    sys.stderr.flush()
+
+
+def _journal_thread_excepthook(args: Any) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    sys.stderr.write(prefix_lines(f"uncaught exception in thread {name}:", logging.CRITICAL))
+    sys.stderr.write("\n")
+    _journal_excepthook(args.exc_type, args.exc_value, args.exc_traceback)
+
+
 def setup_logging(level: str = "info") -> None:
     """Configure the ``segcam`` logger once; later calls only change the level."""
     logger = logging.getLogger("segcam")
@@ -86,7 +116,11 @@ def setup_logging(level: str = "info") -> None:
     if logger.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JournalFormatter() if stream_is_journal() else console_formatter())
+    journal = stream_is_journal()
+    handler.setFormatter(JournalFormatter() if journal else console_formatter())
     logger.addHandler(handler)
+    if journal:
+        sys.excepthook = _journal_excepthook
+        threading.excepthook = _journal_thread_excepthook
     # Propagation stays on: the CLI's root logger has no handlers, so nothing prints twice,
     # and hosts that embed segcam (or pytest's caplog) still see its records.

@@ -26,13 +26,16 @@ import cv2
 import numpy as np
 
 from segcam import schemes
+from segcam.config import RecordConfig
 from segcam.errors import OutputError, SegcamError
 from segcam.pipeline.metrics import SampleRing
 from segcam.pipeline.types import FrameResult
+from segcam.recording.formats import VIDEO_SUFFIXES
+from segcam.recording.recorder import SegmentRecorder
+from segcam.recording.segments import mask_video_path  # noqa: F401 - part of this API
 
 log = logging.getLogger("segcam.output")
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
 ESC = 27
 
 
@@ -263,16 +266,22 @@ def check_writable(path: Path) -> None:
         ) from None
 
 
-def mask_video_path(path: Path) -> Path:
-    """``out.mp4`` -> ``out.mask.mp4``."""
-    return path.with_name(f"{path.stem}.mask{path.suffix or '.mp4'}")
-
-
 class FileSink(ThreadedSink):
-    """Records the composite (and optionally the mask) with ``cv2.VideoWriter``."""
+    """Records the composite (and optionally the mask) through :mod:`segcam.recording`.
+
+    The recorder runs in this sink's thread; a frame that arrives while it is still
+    encoding the previous one replaces the waiting one (counted as dropped), so encoding
+    never slows the pipeline. When the disk fills up, recording stops with one error
+    reported to the runner as degraded (the pipeline and the other outputs keep running).
+    """
 
     def __init__(
-        self, path: str, codec: str = "mp4v", record_mask: bool = False, fps: float = 30.0
+        self,
+        path: str,
+        codec: str = "auto",
+        record_mask: bool = False,
+        fps: float = 30.0,
+        settings: Optional[RecordConfig] = None,
     ) -> None:
         super().__init__(f"file:{path}")
         self.path = Path(path).expanduser()
@@ -280,85 +289,68 @@ class FileSink(ThreadedSink):
         self.record_mask = record_mask
         self.needs_mask = record_mask
         self.fps = fps
-        self.size: Optional[Tuple[int, int]] = None
-        self._writer: Optional[cv2.VideoWriter] = None
-        self._mask_writer: Optional[cv2.VideoWriter] = None
+        self.settings = settings if settings is not None else RecordConfig()
+        self._recorder: Optional[SegmentRecorder] = None
+
+    @property
+    def recorder(self) -> SegmentRecorder:
+        """The segmented recorder (created by preflight)."""
+        if self._recorder is None:
+            self._recorder = SegmentRecorder(
+                self.path,
+                self.codec,
+                self.settings,
+                self.record_mask,
+                self.fps,
+                on_stop=self._disk_stopped,
+                on_resume=self._disk_resumed,
+            )
+        return self._recorder
 
     def preflight(self) -> None:
-        """Check the codec and that the file(s) can be written (before the model loads)."""
-        if len(self.codec) != 4:
-            raise OutputError(
-                f"output.codec {self.codec!r} is not a four-character code",
-                "use mp4v (default), avc1, MJPG or XVID",
-            )
-        check_writable(self.path)
-        if self.record_mask:
-            check_writable(mask_video_path(self.path))
+        """Choose the recorder and check that the file(s) can be written (before the model)."""
+        self.recorder.preflight()
 
     def _open(self) -> None:
         self.preflight()
+        rec = self.recorder
+        rec.lossless = self.lossless
+        size = None
         src = getattr(self._runner, "source", None)
         if src is not None:
             self.fps = float(getattr(src, "fps", 0) or self.fps)
-            size = getattr(src, "size", None)
-            if size and size[0] > 0 and size[1] > 0:
-                self._open_writers((int(size[0]), int(size[1])))
-
-    def _open_writers(self, size: Tuple[int, int]) -> None:
-        fourcc = cv2.VideoWriter_fourcc(*self.codec)
-        fps = self.fps if self.fps > 0 else 30.0
-        writer = cv2.VideoWriter(str(self.path), fourcc, fps, size, True)
-        if not writer.isOpened():
-            raise OutputError(
-                f"cannot record {self.path} with codec {self.codec!r}",
-                "this OpenCV build cannot write that codec/container; try output.codec=mp4v "
-                "with a .mp4 file, or MJPG with .avi",
-            )
-        self._writer = writer
-        if self.record_mask:
-            mpath = mask_video_path(self.path)
-            mw = cv2.VideoWriter(str(mpath), fourcc, fps, size, False)
-            if not mw.isOpened():
-                writer.release()
-                raise OutputError(f"cannot record the mask video {mpath}")
-            self._mask_writer = mw
-        self.size = size
-        log.info(
-            "recording %s (%dx%d @ %.1f fps, %s)", self.path, size[0], size[1], fps, self.codec
-        )
+            got = getattr(src, "size", None)
+            if got and got[0] > 0 and got[1] > 0:
+                size = (int(got[0]), int(got[1]))
+        rec.start(size, self.fps)
 
     def _write(self, item: SinkFrame) -> None:
-        frame = item.frame
-        h, w = frame.shape[:2]
-        if self._writer is None:
-            self._open_writers((w, h))
-        if (w, h) != self.size:  # a source that changed size mid-stream: keep one size
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(frame)
-        if self._mask_writer is not None and item.mask is not None:
-            mask = item.mask
-            if (mask.shape[1], mask.shape[0]) != self.size:
-                mask = cv2.resize(mask, self.size, interpolation=cv2.INTER_AREA)
-            self._mask_writer.write(mask)
+        self.recorder.write(item.frame, item.mask, item.capture_mono_ns)
 
     def _close(self) -> None:
-        for writer in (self._writer, self._mask_writer):
-            if writer is not None:
-                writer.release()
-        if self._writer is not None:
-            if self.written:
-                log.info("recorded %d frames to %s", self.written, self.path)
-            else:  # a container without frames does not play: leave nothing behind
-                for path in (self.path, mask_video_path(self.path)):
-                    if path.is_file() and (path == self.path or self.record_mask):
-                        path.unlink()
-                log.info("nothing recorded to %s (no frames)", self.path)
-        self._writer = self._mask_writer = None
+        if self._recorder is not None:
+            self._recorder.close()
+
+    def _disk_stopped(self, reason: str) -> None:
+        message = f"recording stopped: {reason}"
+        if self._runner is not None:
+            self._runner.report_degraded(f"output {self.name}", message)
+        else:
+            log.error("output %s: %s", self.name, message)
+
+    def _disk_resumed(self) -> None:
+        if self._runner is not None:
+            self._runner.clear_degraded(f"output {self.name}")
 
     def stats(self) -> Dict[str, Any]:
-        """Counters plus the file path."""
+        """Counters plus the file path and the recorder's state."""
         out = super().stats()
         out["path"] = str(self.path)
+        if self._recorder is not None:
+            rec = self._recorder.stats()
+            out.update(rec)
+            # Frames taken from the pipeline while recording was stopped are not on disk.
+            out["written"] = self._recorder.written
         return out
 
 
@@ -567,7 +559,8 @@ def display_sink(uri: str, target: str, cfg: Any) -> DisplaySink:
 
 def file_sink(uri: str, target: str, cfg: Any) -> FileSink:
     """``file://PATH``: a recording."""
-    return FileSink(target, cfg.output.codec, cfg.output.record_mask, cfg.input.fps)
+    out = cfg.output
+    return FileSink(target, out.codec, out.record_mask, cfg.input.fps, out.record)
 
 
 def web_preview_sink(uri: str, target: str, cfg: Any) -> Any:

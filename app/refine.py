@@ -23,8 +23,11 @@ with: HxW float32 in [0, 1] at frame size. Steps, in order (the GPU path reprodu
    ``min_blob_area * h * w`` are removed by setting their pixels, dilated by one pixel
    (3x3), to 0. Done at model resolution: the area fraction does not depend on the
    resolution, and it costs microseconds instead of ~15 ms at 1080p.
-3. **Upsample** to the frame: ``cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)``
-   on float32 (half-pixel centres, border replicate, float weights).
+3. **Upsample** to the frame (``upsample`` in the refine config): ``bilinear`` is
+   ``cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)`` on float32 (half-pixel
+   centres, border replicate, float weights); ``guided`` is the edge-aware upsampling of
+   :mod:`segcam.guided` (``guided_radius``, ``guided_eps``), which needs the frame itself
+   (``refine(..., guide=frame)``).
 4. **Threshold** unless ``soft``: ``m = 1.0 if m > threshold else 0.0``.
 5. **Feather** (``feather`` = r pixels at frame size, 0 = off): Gaussian blur with
    ``sigma = r / 2`` and kernel size ``2 * r + 1``, ``cv2.BORDER_REPLICATE``. For r up to
@@ -51,6 +54,7 @@ import cv2
 import numpy as np
 
 from segcam.errors import PipelineError
+from segcam.guided import GuidedUpsampler
 
 FULL_RES_FEATHER_MAX = 6  # feather radius (px) above which the blur runs at reduced size
 _EPS = np.float32(1e-6)
@@ -182,6 +186,9 @@ class MaskRefiner:
         self._tmp: Optional[np.ndarray] = None
         self._up: Optional[np.ndarray] = None
         self._scratch: Tuple[np.ndarray, ...] = ()
+        self._guided: Optional[GuidedUpsampler] = None
+        if refine_cfg.upsample == "guided":
+            self._guided = GuidedUpsampler(refine_cfg.guided_radius, refine_cfg.guided_eps)
 
     def reset(self) -> None:
         """Forget the history (new scene, new model, source reconnected)."""
@@ -220,11 +227,13 @@ class MaskRefiner:
         frame_hw: Tuple[int, int],
         knobs: Any = None,
         out: Optional[np.ndarray] = None,
+        guide: Optional[np.ndarray] = None,
     ) -> np.ndarray:
         """Refine a new probability map (or re-emit the last one when ``None``).
 
         ``frame_hw`` is (height, width) of the frame; ``knobs`` a KnobValues (or None for
-        the config). Returns HxW float32 in [0, 1] at frame size.
+        the config); ``guide`` the BGR frame itself (needed by ``upsample: guided``).
+        Returns HxW float32 in [0, 1] at frame size.
         """
         p = params_from(self.cfg, knobs)
         if prob_lowres is not None:
@@ -238,9 +247,17 @@ class MaskRefiner:
             raise PipelineError(
                 f"refine output buffer is {out.dtype} {out.shape}, expected float32 {(h, w)}"
             )
-        return self._compute(p, out)
+        if self._guided is not None:
+            if guide is None or guide.shape[:2] != (h, w):
+                raise PipelineError(
+                    "refine.upsample: guided needs the frame as guide "
+                    f"(got {None if guide is None else guide.shape}, frame {(h, w)})"
+                )
+        return self._compute(p, out, guide)
 
-    def _compute(self, p: RefineParams, out: np.ndarray) -> np.ndarray:
+    def _compute(
+        self, p: RefineParams, out: np.ndarray, guide: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         h, w = out.shape
         low = self._state
         if p.min_blob_area > 0.0:
@@ -251,7 +268,9 @@ class MaskRefiner:
             up = self._up
         else:
             up = out
-        if low.shape == (h, w):
+        if self._guided is not None and guide is not None:
+            self._guided(low, guide, out=up)
+        elif low.shape == (h, w):
             np.copyto(up, low)
         else:
             cv2.resize(low, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)

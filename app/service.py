@@ -176,6 +176,9 @@ def format_status(status: Mapping[str, Any], threshold: Optional[float] = None) 
             parts.append(" ".join(piece))
     if threshold is not None:
         parts.append(f"threshold {threshold:.2f}")
+    degraded = status.get("degraded")
+    if isinstance(degraded, Mapping):
+        parts.extend(f"DEGRADED {where}: {why}" for where, why in degraded.items())
     streams = status.get("streams")
     if isinstance(streams, Mapping) and streams:
         states = [st.get("state", "") for st in streams.values() if isinstance(st, Mapping)]

@@ -17,10 +17,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
-from segcam.errors import ServiceError
+from segcam.errors import SegcamError, ServiceError
 from segcam.fileio import write_atomic
+
+if TYPE_CHECKING:
+    from segcam.config import Config
 
 UNIT_NAME = "segcam.service"
 CONFIG_DIR = "/etc/segcam"
@@ -184,6 +187,32 @@ def _make_dir(path: Path, mode: int, owner: Optional[str], group: str) -> None:
         shutil.chown(str(path), owner, group)
 
 
+def _foreign_entries(path: Path, user: str) -> int:
+    """How many entries below ``path`` are not owned by ``user`` (all, if it does not exist)."""
+    try:
+        uid: Optional[int] = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        uid = None
+    count = 0
+    for top, dirs, files in os.walk(str(path)):
+        for name in dirs + files:
+            try:
+                if uid is None or os.lstat(os.path.join(top, name)).st_uid != uid:
+                    count += 1
+            except OSError:
+                continue
+    return count
+
+
+def _chown_tree(path: Path, user: str, group: str) -> None:
+    """Give everything below ``path`` to ``user``:``group``, never following symlinks."""
+    uid = pwd.getpwnam(user).pw_uid
+    gid = grp.getgrnam(group).gr_gid
+    for top, dirs, files in os.walk(str(path)):
+        for name in dirs + files:
+            os.lchown(os.path.join(top, name), uid, gid)
+
+
 def _install_file(path: Path, text: str, mode: int, owner: Optional[str], group: str) -> None:
     write_atomic(path, text, mode)
     if owner is not None:
@@ -228,6 +257,12 @@ def plan_install(opts: Options) -> Plan:
             f"note: the config reads the built-in demo scene; set input.uri (csi://0, "
             f"/dev/video0, rtsp://...) in {CONFIG_FILE}, then: systemctl restart segcam"
         )
+    cannot_start = _start_problem(opts, installed)
+    if cannot_start:
+        plan.notes.append(
+            f"warning: {cannot_start}; the service is enabled but not started (it would "
+            f"only fail and restart): fix it, then: systemctl restart segcam"
+        )
     user = opts.user
     groups = [g for g in DEVICE_GROUPS if _group_exists(g, opts)]
     unit_groups = [g for g in UNIT_GROUPS if g in groups]
@@ -268,23 +303,35 @@ def plan_install(opts: Options) -> Plan:
             cmd_g = ["usermod", "--append", "--groups", group, user]
             plan.add("run: " + " ".join(cmd_g), _bind(_run, cmd_g))
 
-    # 2. directories
+    # 2. directories. Models and engines copied in by root (an offline device, an engine
+    # built with build_engine.sh) are handed to the service user, which must read them.
     owned = not opts.rooted  # chown needs the user, which --root does not create
-    for path, mode, own in (
-        (CONFIG_DIR, 0o750, "root"),
-        (STATE_DIR, 0o750, user),
-        (STATE_DIR + "/engines", 0o750, user),
-        (STATE_DIR + "/models", 0o750, user),
-        (CACHE_DIR, 0o750, user),
+    for path, mode, own, tree in (
+        (CONFIG_DIR, 0o750, "root", False),
+        (STATE_DIR, 0o750, user, False),
+        (STATE_DIR + "/engines", 0o750, user, True),
+        (STATE_DIR + "/models", 0o750, user, True),
+        (CACHE_DIR, 0o750, user, False),
     ):
         target = _path(opts, path)
         group = user
         owner_text = f" owner {own}:{group}" if owned else ""
-        verb = "ok: directory exists; ensure" if target.is_dir() else "create directory"
-        plan.add(
-            f"{verb} {target} mode {mode:o}{owner_text}",
-            _bind(_make_dir, target, mode, own if owned else None, group),
-        )
+        if target.is_dir():
+            plan.add(
+                f"ensure directory {target} mode {mode:o}{owner_text} (exists)",
+                _bind(_make_dir, target, mode, own if owned else None, group),
+            )
+        else:
+            plan.add(
+                f"create directory {target} mode {mode:o}{owner_text}",
+                _bind(_make_dir, target, mode, own if owned else None, group),
+            )
+        foreign = _foreign_entries(target, own) if owned and tree and target.is_dir() else 0
+        if foreign:
+            plan.add(
+                f"give the {foreign} entries below {target} to {own}:{group}",
+                _bind(_chown_tree, target, own, group),
+            )
 
     # 3. the config, never overwritten
     dest = _path(opts, CONFIG_FILE)
@@ -320,6 +367,10 @@ def plan_install(opts: Options) -> Plan:
     else:
         reload_cmd = ["systemctl", "daemon-reload"]
         plan.add("run: " + " ".join(reload_cmd), _bind(_run, reload_cmd))
+        if cannot_start:
+            enable_cmd = ["systemctl", "enable", UNIT_NAME]
+            plan.add("run: " + " ".join(enable_cmd), _bind(_run, enable_cmd))
+            return plan
         enable_cmd = ["systemctl", "enable", "--now", UNIT_NAME]
         plan.add("run: " + " ".join(enable_cmd), _bind(_run, enable_cmd))
         if changed and existed:
@@ -327,6 +378,34 @@ def plan_install(opts: Options) -> Plan:
             restart_cmd = ["systemctl", "try-restart", UNIT_NAME]
             plan.add("run: " + " ".join(restart_cmd), _bind(_run, restart_cmd))
     return plan
+
+
+def _start_problem(opts: Options, installed: Config) -> str:
+    """Why the service could not start with the config it will read ("" when it can).
+
+    That is the existing /etc/segcam/config.yaml (never overwritten) or the one being
+    installed. Checked: the config loads, and the demo source has scikit-image.
+    """
+    from segcam.config import load_config
+    from segcam.demo_scene import missing_dependency
+    from segcam.errors import ConfigError
+    from segcam.sources import parse_uri
+
+    existing = _path(opts, CONFIG_FILE)
+    cfg = installed
+    if existing.exists():
+        try:
+            cfg = load_config(existing)
+        except ConfigError as exc:
+            return f"the existing {existing} is invalid: {exc.message}"
+    try:
+        kind = parse_uri(cfg.input.uri).kind
+    except SegcamError:
+        return ""  # the service reports a bad input itself
+    missing = missing_dependency() if kind == "demo" else None
+    if missing is not None:
+        return f"input.uri is the demo scene, but {missing.message} ({missing.hint})"
+    return ""
 
 
 # --------------------------------------------------------------------------- uninstall

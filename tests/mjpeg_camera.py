@@ -3,7 +3,9 @@
 Serves ``multipart/x-mixed-replace`` JPEG frames at ``/video.mjpg``, as IP cameras do, so
 segcam reads it through OpenCV like any ``http://`` camera. ``unplug()`` drops every
 connection and closes the listening socket (the camera vanished from the network);
-``plug()`` listens again on the same port.
+``plug()`` listens again on the same port. While :attr:`MjpegCamera.stalled` is set, every
+connection stays open and nothing is sent, as a hung camera does: the reader blocks in a
+read instead of seeing an error.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class MjpegCamera:
         self.fps = fps
         self.scene = DemoScene(size[0], size[1], fps)
         self.frames_sent = 0
+        self.stalled = threading.Event()
         self.port = 0
         self._listener: Optional[socket.socket] = None
         self._clients: List[socket.socket] = []
@@ -106,6 +109,9 @@ class MjpegCamera:
             )
             i = 0
             while not self._stop.is_set() and not unplugged.is_set():
+                if self.stalled.is_set():
+                    time.sleep(0.05)  # connection open, nothing sent
+                    continue
                 frame, _ = self.scene.render(i)
                 ok, jpg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
                 assert ok

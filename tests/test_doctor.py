@@ -29,6 +29,7 @@ from segcam.doctor import (
     check_jetson,
     check_power,
     check_publish,
+    check_recorder,
     check_service,
     check_thermal,
     exit_code,
@@ -297,3 +298,21 @@ def test_model_in_cache_is_ok_and_missing_is_a_warning(
     assert missing.status == WARN and "segcam model fetch" in missing.hint
     bad = load_config(None, [f"model.path={tmp_path / 'absent.onnx'}"])
     assert check_model(DoctorContext(bad)).status == FAIL
+
+
+def test_recorder_line_names_the_writer_and_why(tmp_path: Path) -> None:
+    pytest.importorskip("av", reason="PyAV not installed (pip install 'segcam[record]')")
+    out = tmp_path / "rec.mp4"
+    cfg = load_config(None, [f"output.uris=[file://{out}]"])
+    line = check_recorder(DoctorContext(cfg))
+    assert line.status == OK and line.data["backend"] == "pyav" and line.data["crash_safe"]
+    assert "rec.mp4 pyav: H.264" in line.detail and "no hardware" in line.detail
+    assert "GPL" in line.data["encoder_licence"]
+    avi = load_config(None, [f"output.uris=[file://{tmp_path / 'rec.avi'}]"])
+    line = check_recorder(DoctorContext(avi))
+    assert line.status == WARN and "NOT crash-safe" in line.detail and "segcam[record]" in line.hint
+    bad = load_config(
+        None, [f"output.uris=[file://{tmp_path / 'a.webm'}]", "output.record.recorder=gstreamer"]
+    )
+    line = check_recorder(DoctorContext(bad))
+    assert line.status == FAIL and "H.264 in .mp4/.mov/.mkv only" in line.detail

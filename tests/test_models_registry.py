@@ -115,3 +115,24 @@ def test_concurrent_fetches_into_one_cache(
     assert results[0] == results[1] == str(cache / "mediapipe-selfie.onnx")
     assert registry.cache_state("mediapipe-selfie", cache) == "ok"
     assert not list(cache.glob(".*.tmp"))
+
+
+def test_a_cache_segcam_cannot_use_is_a_model_error_naming_it(tmp_path: Path) -> None:
+    # Found under the service: a model copied in by root, unreadable by the service user,
+    # ended `segcam run` with a PermissionError traceback. Root reads everything, so the
+    # OSError here is a cache path that is a file, not a folder.
+    cache = tmp_path / "models"
+    cache.write_text("not a folder")
+    with pytest.raises(ModelError) as err:
+        registry.ensure_model("mediapipe-selfie", cache)
+    assert f"cannot use the model cache {cache}" in err.value.message
+    assert "chown -R" in (err.value.hint or "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "segcam", "model", "fetch", "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith(f"segcam: error: cannot use the model cache {cache}")
+    assert "Traceback" not in proc.stderr

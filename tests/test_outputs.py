@@ -181,8 +181,16 @@ def test_display_sink_shows_frames() -> None:
 def test_a_recording_without_frames_leaves_no_file(tmp_path) -> None:
     out = tmp_path / "empty.mp4"
     sink = FileSink(str(out), record_mask=True)
+
+    class Source:  # the runner's source, whose size is known at start
+        size = (64, 48)
+        fps = 25.0
+
+    class Runner:
+        source = Source()
+
+    sink.attach(Runner())
     sink.start()
-    sink._open_writers((64, 48))  # as when the source's size is known at start
-    assert out.exists()
+    assert out.exists() and mask_video_path(out).exists()
     sink.stop(2.0)
     assert not out.exists() and not mask_video_path(out).exists()

@@ -12,6 +12,7 @@ from segcam.errors import ConfigError, ModelError, PipelineError
 from segcam.inference.postprocess import to_probability
 from segcam.inference.preprocess import Preprocessor, preprocess
 from segcam.inference.profile import available_profiles, load_profile, replace
+from segcam.inference.resample import warp_resize_u8
 
 SHIPPED = [
     "birefnet",
@@ -93,7 +94,10 @@ def test_unknown_profile_suggests_close_name(tmp_path: Path) -> None:
 
 def reference_preprocess(frame: np.ndarray, p) -> np.ndarray:
     """The documented arithmetic, written out step by step in float32."""
-    x = cv2.resize(frame, (p.width, p.height), interpolation=cv2.INTER_LINEAR)
+    if p.resample == "bilinear_half_pixel":
+        x = cv2.resize(frame, (p.width, p.height), interpolation=cv2.INTER_LINEAR)
+    else:  # checked against independent arithmetic in test_resample.py
+        x = warp_resize_u8(frame, p.width, p.height, p.resample)
     if p.color_order == "RGB":
         x = x[:, :, ::-1]
     y = np.empty(x.shape, np.float32)

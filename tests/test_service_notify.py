@@ -23,13 +23,12 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 import pytest
+from mjpeg_camera import MjpegCamera
 
 REPO = Path(__file__).resolve().parent.parent
 WATCHDOG_S = 2.0  # WATCHDOG_USEC given to segcam: pings expected about every 1 s
@@ -227,52 +226,6 @@ def test_ready_watchdog_reload_and_stop_on_the_demo_source(
 
 
 # --------------------------------------------------------------------------- hang test
-
-
-class MjpegCamera:
-    """An MJPEG-over-HTTP camera (multipart/x-mixed-replace) that can be made to stall."""
-
-    def __init__(self) -> None:
-        self.stalled = threading.Event()
-        self.closing = threading.Event()
-        camera = self
-        frame = np.zeros((240, 320, 3), np.uint8)
-        cv2.circle(frame, (160, 120), 60, (200, 180, 160), -1)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace;boundary=frame")
-                self.end_headers()
-                i = 0
-                while not camera.closing.is_set():
-                    if camera.stalled.is_set():
-                        time.sleep(0.05)  # connection open, nothing sent: a hung camera
-                        continue
-                    img = np.roll(frame, i % 320, axis=1)
-                    jpg = cv2.imencode(".jpg", img)[1].tobytes()
-                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                    try:
-                        self.wfile.write(head % len(jpg) + jpg + b"\r\n")
-                        self.wfile.flush()
-                    except OSError:
-                        return
-                    i += 1
-                    time.sleep(1 / 30)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
-
-    def close(self) -> None:
-        self.closing.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_watchdog_pings_stop_while_the_camera_hangs(

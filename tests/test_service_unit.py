@@ -57,7 +57,7 @@ def test_the_packaged_unit_is_the_one_the_installer_renders():
     assert rendered == text
     for line in (
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/bin/sh -c 'kill -HUP \"$$1\"' segcam-reload $MAINPID",
         "Restart=on-failure",
         "User=segcam",
         "StateDirectory=segcam",

@@ -255,6 +255,9 @@ class GpuCompositor:
         self._uploaded_bg: Any = None
         self._cpu_refiner: Any = None
         self.fallbacks = 0
+        # refine.upsample: guided -> a segcam.gpu.guided.GpuGuided (set by the GPU stages):
+        # it writes the refined frame-size mask, which is then blended as a given mask.
+        self.guided: Any = None
 
     # ------------------------------------------------------------------ state
 
@@ -499,10 +502,18 @@ class GpuCompositor:
             state = self.state_host(stream)
             self._cpu_refiner.load_state(state)  # continue from the GPU's smoothing state
             host = st.buffer("mask_host", w * h * 4, pinned=True)
-            self._cpu_refiner.refine(None, (h, w), knobs, out=host.array((h, w), np.float32))
+            self._cpu_refiner.refine(
+                None, (h, w), knobs, out=host.array((h, w), np.float32), guide=frame_host
+            )
             dev = st.buffer("mask_in", w * h * 4)
             stream.copy_htod(dev.ptr, host.host_ptr, w * h * 4)
             mask_in = dev.ptr
+        elif self.guided is not None:
+            dev = st.buffer("mask_in", w * h * 4)
+            mask_in = self.guided.launch(
+                low_ptr, lw, lh, frame_ptr, pitch, w, h, stream,
+                soft=p.soft, threshold=p.threshold, feather=p.feather, out_ptr=dev.ptr,
+            )  # fmt: skip
         tabs = self._const(("masktab", lw, lh, w, h), lambda: mask_tables(lw, lh, w, h))
         radius = p.feather if (p.feather <= RMAX and mask_in == 0 and not blank) else 0
         gauss = self._const(("feather", radius), lambda: feather_weights(max(radius, 1)))
@@ -709,6 +720,8 @@ class GpuCompositor:
 
     def close(self) -> None:
         """Free every device and pinned buffer."""
+        if self.guided is not None:
+            self.guided.close()
         for buf in (self._state, self._zeros, self._prob_dev, self._staging):
             if buf is not None:
                 buf.close()

@@ -1,4 +1,11 @@
-"""GPU preprocessing: the fused kernel ``kernels/preprocess.cu`` and its host-side tables.
+"""GPU preprocessing: the fused kernels ``kernels/preprocess.cu`` and their host-side tables.
+
+A profile's ``resample`` convention picks the kernel: ``preprocess_bilinear_u8`` for
+``bilinear_half_pixel`` (described below), ``preprocess_warp_u8`` for the warp conventions
+(``bilinear_top_left``, ``bilinear_align_corners``), whose per-axis tables and 15-bit weight
+table come from :mod:`segcam.inference.resample`, the arithmetic the CPU path runs; the
+normalisation uses correctly rounded multiply, subtract and divide, so both kernels' float
+output equals the CPU reference whenever their resized pixels do.
 
 The kernel does resize + colour order + normalisation + layout + dtype in one pass and
 writes straight into the model's input buffer. It matches the CPU reference
@@ -12,12 +19,13 @@ it against ``cv2.resize``, the GPU tests check the kernel against both.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from segcam.gpu.memory import DeviceBuffer, Stream
 from segcam.gpu.nvrtc import Module
+from segcam.inference.resample import WARP_CONVENTIONS, bilinear_weight_table, warp_tables
 
 COEF_BITS = 11
 COEF_SCALE = 1 << COEF_BITS
@@ -105,16 +113,29 @@ class GpuPreprocessor:
 
     def __init__(self, module: Module, profile: Any) -> None:
         self.profile = profile
-        self._kernel = module.kernel("preprocess_bilinear_u8")
+        self._warp = getattr(profile, "resample", "bilinear_half_pixel") in WARP_CONVENTIONS
+        name = "preprocess_warp_u8" if self._warp else "preprocess_bilinear_u8"
+        self._kernel = module.kernel(name)
         self._tables: Dict[Tuple[int, int], DeviceBuffer] = {}
+        self._weights: Optional[DeviceBuffer] = None
         self._mean = _per_channel(profile.mean)
         self._std = _per_channel(profile.std)
+        if self._warp:
+            wtab = bilinear_weight_table()
+            self._weights = DeviceBuffer(wtab.nbytes)
+            self._weights.upload(wtab)
 
     def tables(self, src_w: int, src_h: int) -> DeviceBuffer:
         """Device copy of the resize tables for a source size (uploaded on first use)."""
         buf = self._tables.get((src_w, src_h))
         if buf is None:
-            tab = resize_tables(src_w, src_h, self.profile.width, self.profile.height)
+            p = self.profile
+            if self._warp:
+                tab = warp_tables(src_w, src_h, p.width, p.height, p.resample)
+            else:
+                tab = resize_tables(src_w, src_h, p.width, p.height)
+            if len(self._tables) >= 8:  # a source that keeps changing size: stay bounded
+                self.close_tables()
             buf = DeviceBuffer(tab.nbytes)
             buf.upload(tab)
             self._tables[(src_w, src_h)] = buf
@@ -126,11 +147,25 @@ class GpuPreprocessor:
         """Enqueue: BGR uint8 frame at ``src_ptr`` -> model input tensor at ``dst_ptr``."""
         p = self.profile
         tab = self.tables(src_w, src_h)
-        args = (
-            ctypes.c_uint64(src_ptr),
-            ctypes.c_int(src_pitch),
-            ctypes.c_uint64(tab.ptr),
-            ctypes.c_uint64(tab.ptr + 16 * p.width),
+        if self._warp:
+            assert self._weights is not None
+            head: Tuple[Any, ...] = (
+                ctypes.c_uint64(src_ptr),
+                ctypes.c_int(src_pitch),
+                ctypes.c_int(src_w),
+                ctypes.c_int(src_h),
+                ctypes.c_uint64(tab.ptr),
+                ctypes.c_uint64(tab.ptr + 8 * p.width),
+                ctypes.c_uint64(self._weights.ptr),
+            )
+        else:
+            head = (
+                ctypes.c_uint64(src_ptr),
+                ctypes.c_int(src_pitch),
+                ctypes.c_uint64(tab.ptr),
+                ctypes.c_uint64(tab.ptr + 16 * p.width),
+            )
+        args = head + (
             ctypes.c_uint64(dst_ptr),
             ctypes.c_int(p.width),
             ctypes.c_int(p.height),
@@ -148,8 +183,15 @@ class GpuPreprocessor:
         grid = ((p.width + BLOCK[0] - 1) // BLOCK[0], (p.height + BLOCK[1] - 1) // BLOCK[1], 1)
         self._kernel.launch(grid, BLOCK, stream, args)
 
-    def close(self) -> None:
-        """Free the cached tables."""
+    def close_tables(self) -> None:
+        """Free the per-size tables (they are rebuilt on the next launch)."""
         for buf in self._tables.values():
             buf.close()
         self._tables.clear()
+
+    def close(self) -> None:
+        """Free the cached tables."""
+        self.close_tables()
+        if self._weights is not None:
+            self._weights.close()
+            self._weights = None

@@ -134,6 +134,14 @@ class GpuPipeline:
             self.streams = {name: Stream() for name in STAGES}
             self.pre = GpuPreprocessor(pre_mod, profile)
             self.comp = GpuCompositor(cmp_mod, cfg.refine, cfg.composite.background)
+            if cfg.refine.upsample == "guided":
+                from segcam.gpu.guided import GpuGuided
+
+                gd_mod, _ = load_module("guided", info.sm, cache)
+                self._modules.append(gd_mod)
+                self.comp.guided = GpuGuided(
+                    gd_mod, cfg.refine.guided_radius, cfg.refine.guided_eps
+                )
             self.device_infer = bool(getattr(backend, "supports_device", False))
             spec = _output_spec(backend, profile) if self.device_infer else None
             self.out_nbytes = 0

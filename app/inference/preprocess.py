@@ -2,7 +2,12 @@
 
 The GPU preprocess kernel must reproduce this arithmetic; it is spelled out exactly here.
 
-1. **Resize**: ``cv2.resize(frame, (W, H), interpolation=cv2.INTER_LINEAR)`` on the uint8
+1. **Resize** in the profile's ``resample`` convention (:mod:`segcam.inference.resample`).
+   ``bilinear_top_left`` and ``bilinear_align_corners`` use the integer warp arithmetic
+   described there (:func:`~segcam.inference.resample.warp_resize_u8`; ``cv2.remap`` with
+   fixed-point maps computes exactly that, fast). The default,
+   ``bilinear_half_pixel``, is
+   ``cv2.resize(frame, (W, H), interpolation=cv2.INTER_LINEAR)`` on the uint8
    BGR frame. Sample positions follow the half-pixel convention:
    ``sx = (dx + 0.5) * (src_w / W) - 0.5`` (same for y), clamped to the image (border
    replicate). For uint8 input OpenCV does *not* compute in float: the bilinear weights
@@ -32,6 +37,7 @@ import numpy as np
 
 from segcam.errors import PipelineError
 from segcam.inference.profile import ModelProfile
+from segcam.inference.resample import WARP_CONVENTIONS, WarpResizer
 
 _local = threading.local()
 
@@ -52,6 +58,9 @@ class Preprocessor:
         self._sub = bool(np.any(self._mean != 0.0))
         self._div = bool(np.any(self._std != 1.0))
         self._resized = np.empty((h, w, 3), dtype=np.uint8)
+        self._warp: Optional[WarpResizer] = None
+        if profile.resample in WARP_CONVENTIONS:
+            self._warp = WarpResizer(w, h, profile.resample)
         self._work = np.empty((h, w, 3), dtype=np.float32)
         self._plane = np.empty((h, w), dtype=np.float32)
         self._out = np.empty(profile.input_shape, dtype=profile.np_dtype)
@@ -75,6 +84,8 @@ class Preprocessor:
             )
         if frame_bgr.shape[0] == p.height and frame_bgr.shape[1] == p.width:
             resized = frame_bgr
+        elif self._warp is not None:
+            resized = self._warp(frame_bgr, self._resized)
         else:
             resized = cv2.resize(
                 frame_bgr, (p.width, p.height), dst=self._resized, interpolation=cv2.INTER_LINEAR

@@ -19,6 +19,10 @@ ImageNet (RGB)         1/255      0.485, 0.456, 0.406         0.229, 0.224, 0.22
 ``scale`` may be written as a fraction string (``"1/255"``); ``mean`` and ``std`` as a
 list of one number (all channels) or three (per channel, in the profile's colour order).
 
+Resampling: ``resample`` names how the frame is resized to the model input, as the model
+was trained (:mod:`segcam.inference.resample`): ``bilinear_half_pixel`` (cv2.resize, the
+default), ``bilinear_top_left`` (MediaPipe's ImageToTensor) or ``bilinear_align_corners``.
+
 Output kinds:
 
 - ``probability``: one channel, already in [0, 1] (sigmoid inside the model); clipped.
@@ -49,6 +53,7 @@ from segcam.config import configs_dir, parse_yaml_dataclass, yaml_key_where
 from segcam.errors import ConfigError
 
 Layout = Literal["NCHW", "NHWC"]
+Resample = Literal["bilinear_half_pixel", "bilinear_top_left", "bilinear_align_corners"]
 OutputKind = Literal["probability", "logits", "multiclass", "matte"]
 
 
@@ -81,6 +86,7 @@ class ModelProfile:
     mean: List[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     dtype: Literal["float32", "float16"] = "float32"
+    resample: Resample = "bilinear_half_pixel"  # resize convention (segcam.inference.resample)
     output_name: str = ""  # "" = use output_index
     output_index: int = 0  # position among the model's outputs; -1 = last
     output_kind: OutputKind = "probability"
@@ -227,7 +233,7 @@ def load_profile(name_or_path: Union[str, Path]) -> ModelProfile:
 def profile_summary(p: ModelProfile) -> str:
     """One line describing a profile (for logs and `segcam model info`)."""
     return (
-        f"{p.name}: {p.layout} {p.width}x{p.height} {p.color_order} {p.dtype}, "
+        f"{p.name}: {p.layout} {p.width}x{p.height} {p.color_order} {p.dtype} {p.resample}, "
         f"x*{p.scale:.6g} - {p.mean} / {p.std}, output {p.output_name or p.output_index} "
         f"({p.output_kind})"
     )

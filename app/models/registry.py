@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
+import getpass
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -190,13 +192,44 @@ def ensure_model(
 
     Cache hit: re-hash the ONNX against its sidecar and return. Otherwise reuse the cached,
     verified .tflite if there is one (offline), else download the wheel with pip
-    (or read ``wheel``), verify the sha256, convert, and write ONNX + sidecar.
+    (or read ``wheel``), verify the sha256, convert, and write ONNX + sidecar. A cache it
+    may not read or write raises ModelError naming the file and the fix.
     """
+    spec = get_spec(name)
+    cache = Path(cache_dir).expanduser()
+    try:
+        return _ensure(spec, cache, progress, wheel, force)
+    except OSError as exc:
+        raise cache_access_error(cache, exc) from None
+
+
+def cache_access_error(cache: Path, exc: OSError) -> ModelError:
+    """The error for a model cache segcam may not read or write (owner, mode, read-only)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "the user running segcam"
+    hint = f"the cache must be readable and writable by {user}, e.g. sudo chown -R {user}: {cache}"
+    if exc.errno == errno.EROFS:
+        hint = (
+            "choose a writable model.cache_dir; under the service only /var/lib/segcam and "
+            "/var/cache/segcam are writable (ProtectSystem=strict)"
+        )
+    return ModelError(f"cannot use the model cache {cache}: {where}{exc.strerror or exc}", hint)
+
+
+def _ensure(
+    spec: ModelSpec,
+    cache: Path,
+    progress: Optional[Progress],
+    wheel: Optional[Path],
+    force: bool,
+) -> Path:
     from segcam.models.convert import convert_file
     from segcam.models.fetch import fetch_members
 
-    spec = get_spec(name)
-    cache = Path(cache_dir).expanduser()
+    name = spec.name
     out = onnx_file(name, cache)
     say = progress or (lambda _msg: None)
     if not force and _cache_state(spec, out) == "ok":

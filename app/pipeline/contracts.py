@@ -118,6 +118,12 @@ class Host(Protocol):
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask everything to stop (safe from any thread and from signal handlers)."""
 
+    def report_degraded(self, where: str, message: str) -> None:
+        """``where`` stopped working (a recording on a full disk); everything else goes on."""
+
+    def clear_degraded(self, where: str) -> None:
+        """``where`` works again."""
+
     def add_profile_stages(self, name: str, stages: Any, backend: Optional[Backend] = None) -> None:
         """Register the stages of another model profile (the governor's light model)."""
 

@@ -267,6 +267,8 @@ def status_line(snap: Dict[str, Any], extensions: Optional[Dict[str, Any]] = Non
         if isinstance(st, dict) and st:
             brief = ",".join(f"{k}={v}" for k, v in list(st.items())[:4])
             parts.append(f"{name}: {brief}")
+    for where, why in (snap.get("degraded") or {}).items():
+        parts.append(f"DEGRADED {where}: {why}")
     return " | ".join(parts)
 
 

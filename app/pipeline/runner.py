@@ -85,6 +85,7 @@ class Runner:
         self.frames_completed = 0
         self.error: Optional[SegcamError] = None
         self.error_where = ""
+        self.degraded: Dict[str, str] = {}  # part -> why it stopped while the pipeline runs
         self.stop_reason = ""
         self._lock = threading.Lock()
         self._threads: List[threading.Thread] = []
@@ -142,6 +143,22 @@ class Runner:
             log.debug("%s failed", where, exc_info=exc)
         self.request_stop(f"{where} failed")
 
+    def report_degraded(self, where: str, message: str) -> None:
+        """A part (a recording on a full disk) stopped; the pipeline and other outputs go on.
+
+        Logged once as an error, kept in ``status()["degraded"]`` until cleared.
+        """
+        with self._lock:
+            new = self.degraded.get(where) != message
+            self.degraded[where] = message
+        if new:
+            log.error("%s: %s (the pipeline keeps running)", where, message)
+
+    def clear_degraded(self, where: str) -> None:
+        """``where`` works again."""
+        with self._lock:
+            self.degraded.pop(where, None)
+
     def add_profile_stages(
         self, name: str, stages: StageSet, backend: Optional[Backend] = None
     ) -> None:
@@ -181,6 +198,8 @@ class Runner:
         snap["knobs"] = self.knobs.as_dict()
         snap["device"] = self.stages.device
         snap["mode"] = "backpressure" if self.backpressure else "latest-frame"
+        with self._lock:
+            snap["degraded"] = dict(self.degraded)
         if self.stream_id:
             snap["stream_id"] = self.stream_id
         snap["state"] = self.state

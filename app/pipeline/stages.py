@@ -162,7 +162,7 @@ class CpuComposite(Stage):
         slot.prob = prob if prob is not None else self.refiner.last
         t1 = time.perf_counter()
         mask = slot.mask = ensure_buffer(slot.mask, hw, np.float32)
-        self.refiner.refine(prob, hw, knobs, out=mask)
+        self.refiner.refine(prob, hw, knobs, out=mask, guide=frame)
         if knobs is not None and knobs.paused and knobs.pause_mode == "background":
             mask.fill(0.0)
         t2 = time.perf_counter()

@@ -51,14 +51,18 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@pytest.mark.parametrize("upsample", ["bilinear", "guided"])
 @pytest.mark.parametrize("zero_copy", [False, True], ids=["copies", "mapped-zero-copy"])
-def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy):
+def test_gpu_stages_equal_cpu_stages(gpu_ctx, backend, tmp_path, zero_copy, upsample):
     """Frame by frame, the GPU stage set produces the CPU stage set's composite and mask.
 
     ``mapped-zero-copy`` runs the integrated-GPU (Jetson) path on this GPU: the kernels
-    read the frame from mapped pinned host memory, with no copy.
+    read the frame from mapped pinned host memory, with no copy. ``guided``: the
+    edge-aware upsampling (kernels/guided.cu) instead of the bilinear one.
     """
-    cfg = _config(tmp_path, **{"input.width": 643, "input.height": 361})
+    cfg = _config(
+        tmp_path, **{"input.width": 643, "input.height": 361, "refine.upsample": upsample}
+    )
     live_before = LEDGER.live()
     source = open_source(cfg.input)
     source.open()

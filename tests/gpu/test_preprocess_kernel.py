@@ -16,7 +16,7 @@ SIZES = [(1920, 1080), (1280, 720), (641, 479), (333, 211), (97, 61), (3840, 216
 
 
 def _profiles():
-    base = load_profile("mediapipe-selfie")  # NHWC float32 RGB [0, 1]
+    base = load_profile("mediapipe-selfie")  # NHWC float32 RGB [0, 1], bilinear_top_left
     modnet = load_profile("modnet")  # NCHW float32 RGB [-1, 1]
     return [
         pytest.param(base, id="nhwc-f32-rgb"),
@@ -75,6 +75,7 @@ def test_resize_is_bit_exact_before_normalisation(kernels, stream):
     """With scale 1, mean 0, std 1 and BGR NHWC the kernel output is the resized image."""
     profile = replace(
         load_profile("mediapipe-selfie"),
+        resample="bilinear_half_pixel",
         color_order="BGR",
         scale=1.0,
         mean=[0.0],
@@ -86,3 +87,33 @@ def test_resize_is_bit_exact_before_normalisation(kernels, stream):
     frame = rng.integers(0, 256, (719, 1283, 3), dtype=np.uint8)
     got = _run_gpu(kernels, stream, profile, frame)[0]
     np.testing.assert_array_equal(got, emulate_resize_u8(frame, 173, 97).astype(np.float32))
+
+
+WARP_SIZES = SIZES + [(256, 256), (255, 143), (17, 9)]
+
+
+@pytest.mark.parametrize("resample", ["bilinear_top_left", "bilinear_align_corners"])
+@pytest.mark.parametrize("profile", _profiles())
+@pytest.mark.parametrize("size", WARP_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_warp_conventions_are_bit_exact(kernels, stream, profile, size, resample):
+    """The warp kernel equals the CPU reference bit for bit, normalisation and dtype too."""
+    profile = replace(profile, resample=resample)
+    rng = np.random.default_rng(size[0] * 7 + size[1])
+    frame = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    got = _run_gpu(kernels, stream, profile, frame)
+    want = preprocess(frame, profile)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_warp_resize_equals_numpy_reference(kernels, stream):
+    """With scale 1 and BGR NHWC the warp kernel's output is the numpy warp arithmetic."""
+    from segcam.inference.resample import warp_resize_u8
+
+    profile = replace(
+        load_profile("mediapipe-selfie"), color_order="BGR", scale=1.0, width=256, height=144
+    )
+    frame = np.random.default_rng(9).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    got = _run_gpu(kernels, stream, profile, frame)[0]
+    want = warp_resize_u8(frame, 256, 144, "bilinear_top_left").astype(np.float32)
+    np.testing.assert_array_equal(got, want)
