@@ -33,7 +33,6 @@ from segcam.inference.profile import load_profile
 from segcam.models.batch import batch_dim, batched_model, with_dynamic_batch
 from segcam.pipeline.batching import SharedInference
 from segcam.pipeline.supervisor import Supervisor, build_streams
-from segcam.publish.subscriber import MaskSubscriber
 
 SIZE = (320, 240)
 
@@ -230,6 +229,8 @@ class _Collector:
         self._t.start()
 
     def _run(self, url: str) -> None:
+        from segcam.publish.subscriber import MaskSubscriber
+
         with MaskSubscriber(url, ["mask", "telemetry"], timeout=0.2) as sub:
             while not self._stop.is_set():
                 msg = sub.recv(0.2)
