@@ -262,7 +262,9 @@ def test_four_streams_of_different_kinds_each_get_their_own_outputs(
     frames = 16
     clip = write_demo_video(tmp_path / "clip.mp4", frames, SIZE)
     room = _image_folder(tmp_path / "room", frames)
-    cam = MjpegCamera(SIZE, fps=20)
+    # Paced slowly enough that its 16 frames outlast the subscriber joining (PUB/SUB
+    # delivers only once the subscription has reached the publisher).
+    cam = MjpegCamera(SIZE, fps=6)
     url = f"tcp://127.0.0.1:{_free_port()}"
     cfg = {
         "model": {"path": str(selfie_onnx)},
