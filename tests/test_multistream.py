@@ -231,7 +231,15 @@ class _Collector:
     def _run(self, url: str) -> None:
         from segcam.publish.subscriber import MaskSubscriber
 
-        with MaskSubscriber(url, ["mask", "telemetry"], timeout=0.2) as sub:
+        # Retry the connection every 100 ms (the publisher binds only once the model is
+        # loaded) and queue every message: the finite streams' masks come in a burst.
+        with MaskSubscriber(
+            url,
+            ["mask", "telemetry"],
+            timeout=0.2,
+            reconnect_ivl_max_ms=100,
+            rcvhwm=10000,
+        ) as sub:
             while not self._stop.is_set():
                 msg = sub.recv(0.2)
                 if msg is None:
@@ -259,12 +267,13 @@ def _demo_truth_iou(msgs: List[Any]) -> float:
 def test_four_streams_of_different_kinds_each_get_their_own_outputs(
     selfie_onnx: Path, tmp_path: Path
 ) -> None:
-    frames = 16
+    frames = 24
     clip = write_demo_video(tmp_path / "clip.mp4", frames, SIZE)
     room = _image_folder(tmp_path / "room", frames)
-    # Paced slowly enough that its 16 frames outlast the subscriber joining (PUB/SUB
-    # delivers only once the subscription has reached the publisher).
-    cam = MjpegCamera(SIZE, fps=6)
+    # Paced so that its frames outlast the subscriber joining (PUB/SUB delivers only once
+    # the subscription reached the publisher). The camera's socket fills while the model
+    # loads, so its first frames come at once from that backlog: those may go unseen.
+    cam = MjpegCamera(SIZE, fps=4)
     url = f"tcp://127.0.0.1:{_free_port()}"
     cfg = {
         "model": {"path": str(selfie_onnx)},
