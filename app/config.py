@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -197,9 +198,8 @@ class InputConfig:
 class ModelConfig:
     """Which model to run and where converted models are cached."""
 
-    name: str = _path(
-        "mediapipe-selfie"
-    )  # a profile in configs/models/ (or a path to a profile YAML)
+    # a profile in configs/models/ (or a path to a profile YAML)
+    name: str = _path("mediapipe-selfie")
     path: str = _path()  # explicit ONNX file; empty = the cached conversion of `name`
     cache_dir: str = _path()  # empty = $SEGCAM_CACHE or ~/.cache/segcam
     light_profile: str = _path()  # lighter profile the thermal governor may switch to
@@ -227,15 +227,14 @@ class RefineConfig:
 
     threshold: float = _num(0.5, 0.0, 1.0)
     soft: bool = True  # keep a soft (0..1) mask; False = hard threshold
-    feather: int = _num(3, 0, 255)  # edge blur radius in pixels at frame size; 0 = off
-    smoothing: float = _num(
-        0.6, 0.0, 1.0
-    )  # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
+    feather: int = _num(-1, 0, 255, off=-1)  # edge blur radius at frame size; 0 = off; -1 auto
+    # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
+    smoothing: float = _num(0.6, 0.0, 1.0)
     infer_every: int = _num(1, 1, 1000)  # run the model every Nth frame, reuse the mask between
-    min_blob_area: float = _num(
-        0.0, 0.0, 0.999
-    )  # drop foreground blobs smaller than this fraction of the frame
-    upsample: Literal["bilinear", "guided"] = "bilinear"  # guided: edges follow the frame
+    # drop foreground blobs smaller than this fraction of the frame
+    min_blob_area: float = _num(0.0, 0.0, 0.999)
+    # auto: guided on GPU stages, bilinear on CPU stages (segcam.refine.resolve_upsample)
+    upsample: Literal["auto", "bilinear", "guided"] = "auto"
     guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
     guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
 
@@ -303,9 +302,8 @@ class PipelineConfig:
     queue_depth: int = _num(1, 1, 8)
     status_interval_s: float = _num(5.0, 0.1, 86400.0, off=0.0)
     stop_timeout_s: float = _num(2.0, 0.1, 600.0)
-    cv_threads: int = _num(
-        0, 1, 64, off=0
-    )  # OpenCV threads while the pipeline runs; 0 = OpenCV's default
+    # OpenCV threads while the pipeline runs; 0 = OpenCV's default
+    cv_threads: int = _num(0, 1, 64, off=0)
 
 
 @dataclass
@@ -330,9 +328,8 @@ class PublishConfig:
     downscale: int = _num(1, 1, 64)  # send masks at 1/N of frame size
     sndhwm: int = _num(2, 1, 100_000)
     nodrop: bool = False  # True: a full subscriber queue makes sends fail (counted) for all
-    heartbeat_s: float = _num(
-        2.0, 0.1, 3600.0, off=0.0
-    )  # ZMTP heartbeat interval; 0 = off (dead peers linger)
+    # ZMTP heartbeat interval; 0 = off (dead peers linger)
+    heartbeat_s: float = _num(2.0, 0.1, 3600.0, off=0.0)
     frame_topic: bool = False  # also publish the composed frame as JPEG
     jpeg_quality: int = _num(80, 1, 100)
     telemetry_interval_s: float = _num(1.0, 0.05, 3600.0, off=0.0)
@@ -382,9 +379,8 @@ class ThermalConfig:
     sensor: Literal["auto", "jtop", "sysfs", "none"] = "auto"
     sysfs_root: str = _path("/")
     interval_s: float = _num(1.0, 0.05, 3600.0)
-    read_timeout_s: float = _num(
-        2.0, 0.05, 600.0
-    )  # a sensor read slower than this is reported and skipped
+    # a sensor read slower than this is reported and skipped
+    read_timeout_s: float = _num(2.0, 0.05, 600.0)
     sensors: List[str] = _list(lambda: ["cpu", "gpu", "soc", "tj"], 32)
     thresholds: ThermalThresholds = field(default_factory=ThermalThresholds)
     hysteresis: float = _num(5.0, 0.0, 50.0)
@@ -421,9 +417,8 @@ class StreamInput:
 
     uri: str = _text("", MAX_STRING)
     id: str = _text("", 64)  # stream id on the mask stream and in status; empty = stream<N>
-    priority: int = _num(
-        0, -1000, 1000
-    )  # higher keeps its rate longer when streams.shed is "priority"
+    # higher keeps its rate longer when streams.shed is "priority"
+    priority: int = _num(0, -1000, 1000)
     outputs: Optional[List[str]] = None
     background: Any = None  # a mapping of composite.background keys
     refine: Any = None  # a mapping of refine keys
@@ -437,12 +432,10 @@ class StreamsConfig:
     on_error: Literal["continue", "stop"] = "continue"  # a failed stream: others go on?
     shed: Literal["all", "priority"] = "all"  # thermal actions: on every stream, or the
     # lower-priority streams first (warm: all but the highest priority; hotter: all)
-    batch_max: int = _num(
-        4, 1, 64
-    )  # frames of different streams in one inference call (1 = no batching)
-    batch_wait_ms: float = _num(
-        4.0, 0.0, 100.0
-    )  # how long the first frame of a batch waits for others
+    # frames of different streams in one inference call (1 = no batching)
+    batch_max: int = _num(4, 1, 64)
+    # how long the first frame of a batch waits for others
+    batch_wait_ms: float = _num(4.0, 0.0, 100.0)
 
 
 @dataclass
@@ -622,9 +615,15 @@ def _mapping_nodes(node: Optional[yaml.Node]) -> Dict[str, Tuple[yaml.Node, yaml
     return {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
 
 
-def _build(cls: Any, data: Dict[str, Any], node: Optional[yaml.Node], path: str, source: str):
-    hints = get_type_hints(cls)
+@functools.lru_cache(maxsize=None)
+def _schema(cls: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(type hints, fields by name) of a config dataclass, evaluated once."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_path"}
+    return get_type_hints(cls), fields
+
+
+def _build(cls: Any, data: Dict[str, Any], node: Optional[yaml.Node], path: str, source: str):
+    hints, fields = _schema(cls)
     names = list(fields)
     nodes = _mapping_nodes(node)
     kwargs: Dict[str, Any] = {}
@@ -687,7 +686,30 @@ def _cross_checks(cfg: Config) -> None:
 _FLOAT_12 = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
 
 
-class _BoundedLoader(yaml.SafeLoader):
+try:  # libyaml's scanner and parser: about 8x faster than PyYAML's pure-Python ones
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
+
+
+if _CParser is not None:
+
+    class _SafeBase(yaml.composer.Composer, _CParser, yaml.constructor.SafeConstructor,
+                    yaml.resolver.Resolver):  # fmt: skip
+        """PyYAML's SafeLoader with libyaml's parser below PyYAML's (Python) composer,
+        so that nodes are composed where the depth limit below can see them."""
+
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            yaml.composer.Composer.__init__(self)
+
+else:  # pragma: no cover
+    _SafeBase = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _BoundedLoader(_SafeBase):  # type: ignore[misc,valid-type]
     """SafeLoader with hard limits: nesting depth, characters per number, and every
     failure of a tag's constructor (``!!bool maybe``, ``!!int abc``) as a YAML error."""
 
@@ -1048,9 +1070,16 @@ def config_to_dict(cfg: Config) -> Dict[str, Any]:
     return out
 
 
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """SafeDumper that quotes strings the loader would read as numbers (``'1e3'``)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789"))
+
+
 def dump_config(cfg: Config) -> str:
-    """The effective config as YAML."""
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    """The effective config as YAML (reads back as the same config)."""
+    return yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False)
 
 
 def model_cache_dir(cfg: Config) -> Path:

@@ -38,6 +38,21 @@ with: HxW float32 in [0, 1] at frame size. Steps, in order (the GPU path reprodu
    enlarged back with ``INTER_LINEAR``. The ``- 1/4`` takes out the variance (in reduced
    pixels squared) that the box shrink (1/12) and the bilinear enlargement (1/6) add, so
    the result stays within a few percent of the full-size blur.
+6. **Clip and snap**: clip to [0, 1], then values ``<= SNAP`` become 0 and values
+   ``>= 1 - SNAP`` become 1 (``SNAP = 1/512``, :data:`segcam.coverage.SNAP`): less than
+   half a grey level, so the blend is exactly the background (person) there either way.
+
+Steps 3-6 are computed only where they can give something other than exactly 0 or 1. All
+of them are convex (bilinear weights, Gaussian taps, threshold of the contributors), so
+:func:`segcam.coverage.classify` finds, from the model-resolution mask alone, the row bands
+and column runs whose result is exactly 0 (every contributor below the snap bound, or at
+most the threshold) or exactly 1; those are filled, and only the mixed runs (the edges, a
+few percent of a frame) are thresholded, feathered (with the feather's margin around the
+run, so the result equals the whole-frame blur there) and snapped. The upsample itself is
+one ``cv2.resize`` of the whole frame (one vectorised pass); the reduced-size feather
+(r > 6) and everything after a ``guided`` upsample (not convex) run on the whole frame.
+:attr:`MaskRefiner.coverage` hands the runs to the compositor (None after a guided
+upsample), which then copies instead of blending outside the mixed runs.
 
 Knob values (``threshold``, ``soft``, ``feather``, ``smoothing``, ``min_blob_area`` of
 :class:`segcam.pipeline.knobs.KnobValues`) override the config per call, so reload and the
@@ -46,19 +61,23 @@ thermal governor act on the next frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from segcam.coverage import FG, MIX, SNAP, Coverage, classify
 from segcam.errors import PipelineError
 from segcam.guided import GuidedUpsampler
 
 FULL_RES_FEATHER_MAX = 6  # feather radius (px) above which the blur runs at reduced size
 _EPS = np.float32(1e-6)
 _INV_LN2 = np.float32(1.0 / math.log(2.0))
+_ONE_SNAP = np.float32(1.0) - SNAP
 
 
 @dataclass(frozen=True)
@@ -72,13 +91,34 @@ class RefineParams:
     min_blob_area: float = 0.0
 
 
+# ``upsample: auto`` and ``feather: -1`` (the defaults) resolve here and nowhere else.
+# Guided upsampling wins every quality figure of `segcam eval` (docs/quality.md) and costs
+# ~0.05 ms per 1080p frame on a GPU, but ~10x the bilinear refine on a CPU: so guided where
+# the composite runs on a GPU, bilinear on a CPU. A feather softens bilinear's stairs
+# (3 px measured best) and only blurs guided's edges (0).
+AUTO_FEATHER = {"bilinear": 3, "guided": 0}
+
+
+def resolve_upsample(refine_cfg: Any, gpu: bool) -> Any:
+    """``refine_cfg`` with ``upsample: auto`` made concrete for a CPU or a GPU composite."""
+    if refine_cfg.upsample != "auto":
+        return refine_cfg
+    return dataclasses.replace(refine_cfg, upsample="guided" if gpu else "bilinear")
+
+
 def params_from(refine_cfg: Any, knobs: Any = None) -> RefineParams:
-    """Settings from ``knobs`` (a KnobValues) when given, else from the refine config."""
+    """Settings from ``knobs`` (a KnobValues) when given, else from the refine config.
+
+    A negative feather is ``auto``: :data:`AUTO_FEATHER` of the (resolved) upsample.
+    """
     src = knobs if knobs is not None else refine_cfg
+    radius = int(src.feather)
+    if radius < 0:
+        radius = AUTO_FEATHER.get(refine_cfg.upsample, AUTO_FEATHER["bilinear"])
     return RefineParams(
         threshold=float(src.threshold),
         soft=bool(src.soft),
-        feather=max(0, int(src.feather)),
+        feather=radius,
         smoothing=min(1.0, max(0.0, float(src.smoothing))),
         min_blob_area=max(0.0, float(src.min_blob_area)),
     )
@@ -181,11 +221,16 @@ class MaskRefiner:
     """
 
     def __init__(self, refine_cfg: Any) -> None:
-        self.cfg = refine_cfg
+        self.cfg = refine_cfg = resolve_upsample(refine_cfg, gpu=False)
         self._state: Optional[np.ndarray] = None
         self._tmp: Optional[np.ndarray] = None
-        self._up: Optional[np.ndarray] = None
+        self._bufs: Dict[str, np.ndarray] = {}
         self._scratch: Tuple[np.ndarray, ...] = ()
+        # Of the last refine: where its mask is exactly 0, exactly 1 or in between (None
+        # when unknown; the compositor copies instead of blending there), and its
+        # sub-step times.
+        self.coverage: Optional[Coverage] = None
+        self.timings_ms: Dict[str, float] = {}
         self._guided: Optional[GuidedUpsampler] = None
         if refine_cfg.upsample == "guided":
             self._guided = GuidedUpsampler(refine_cfg.guided_radius, refine_cfg.guided_eps)
@@ -236,6 +281,7 @@ class MaskRefiner:
         Returns HxW float32 in [0, 1] at frame size.
         """
         p = params_from(self.cfg, knobs)
+        t0 = time.perf_counter()
         if prob_lowres is not None:
             self.smooth_only(prob_lowres, p.smoothing)
         elif self._state is None:
@@ -253,33 +299,118 @@ class MaskRefiner:
                     "refine.upsample: guided needs the frame as guide "
                     f"(got {None if guide is None else guide.shape}, frame {(h, w)})"
                 )
-        return self._compute(p, out, guide)
+        smooth_ms = (time.perf_counter() - t0) * 1e3
+        self._compute(p, out, guide)
+        self.timings_ms = {"smooth": smooth_ms, **self.timings_ms}
+        return out
 
     def _compute(
         self, p: RefineParams, out: np.ndarray, guide: Optional[np.ndarray] = None
     ) -> np.ndarray:
+        t0 = time.perf_counter()
         h, w = out.shape
         low = self._state
+        assert low is not None
         if p.min_blob_area > 0.0:
             low = remove_small_blobs(low.copy(), p.threshold, p.min_blob_area)
-        if p.feather > 0:
-            if self._up is None or self._up.shape != (h, w):
-                self._up = np.empty((h, w), dtype=np.float32)
-            up = self._up
-        else:
-            up = out
         if self._guided is not None and guide is not None:
+            # The guided filter is not convex (a local linear model of the frame): no
+            # coverage, every step on the whole frame.
+            t1 = time.perf_counter()
+            up = self._buffer("up", (h, w))
             self._guided(low, guide, out=up)
-        elif low.shape == (h, w):
-            np.copyto(up, low)
+            self._whole_frame(up, out, p)
+            self.coverage = None
         else:
-            cv2.resize(low, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)
+            cov = classify(low, (h, w), p.soft, p.threshold, feather_support(p.feather))
+            t1 = time.perf_counter()
+            if low.shape == (h, w):
+                up = low
+            else:
+                up = self._buffer("up", (h, w))
+                cv2.resize(low, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)
+            if p.feather > FULL_RES_FEATHER_MAX:
+                # The reduced-size feather works on the whole frame (its shrink has a phase).
+                self._whole_frame(up, out, p)
+            else:
+                out.fill(0.0)  # one memset; background runs need nothing more
+                for b, runs in enumerate(cov.runs):
+                    y0, y1 = cov.rows(b)
+                    for x0, x1, kind in runs:
+                        if kind == MIX:
+                            self._mixed(up, out, y0, y1, x0, x1, p)
+                        elif kind == FG:
+                            out[y0:y1, x0:x1] = 1.0
+            self.coverage = cov
+        t2 = time.perf_counter()
+        self.timings_ms = {"plan": (t1 - t0) * 1e3, "mask": (t2 - t1) * 1e3}
+        return out
+
+    def _whole_frame(self, up: np.ndarray, out: np.ndarray, p: RefineParams) -> None:
+        """Steps 4-6 on the whole frame: threshold, feather, clip and snap ``up`` into ``out``."""
+        src = up
         if not p.soft:
-            cv2.threshold(up, p.threshold, 1.0, cv2.THRESH_BINARY, dst=up)
+            src = self._buffer("hard", up.shape)
+            cv2.threshold(up, p.threshold, 1.0, cv2.THRESH_BINARY, dst=src)
         if p.feather > 0:
-            feather(up, p.feather, out=out)
-        # Bilinear weights and the blur are convex: values stay in [0, 1] up to rounding.
-        return np.clip(out, 0.0, 1.0, out=out)
+            feather(src, p.feather, out=out)
+        else:
+            np.copyto(out, src)
+        snap(out)
+
+    @staticmethod
+    def _mixed(
+        up: np.ndarray, out: np.ndarray, y0: int, y1: int, x0: int, x1: int, p: RefineParams
+    ) -> None:
+        """Threshold, feather, clip and snap one run of ``up`` into ``out`` (frame-exact)."""
+        r = p.feather
+        dst = out[y0:y1, x0:x1]
+        if r == 0 and p.soft:
+            np.copyto(dst, up[y0:y1, x0:x1])
+        else:
+            # The run plus the feather's reach: the blur of the margin-extended block
+            # equals the whole-frame blur on the run (frame edges replicate either way).
+            h, w = up.shape
+            ya, yb, xa, xb = max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
+            block = up[ya:yb, xa:xb]
+            if not p.soft:
+                block = cv2.threshold(block, p.threshold, 1.0, cv2.THRESH_BINARY)[1]
+            if r > 0:
+                k = 2 * r + 1
+                block = cv2.GaussianBlur(block, (k, k), r / 2.0, borderType=cv2.BORDER_REPLICATE)
+            np.copyto(dst, block[y0 - ya : y1 - ya, x0 - xa : x1 - xa])
+        snap(dst)
+
+    def _buffer(self, name: str, shape: Tuple[int, int]) -> np.ndarray:
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._bufs[name] = np.empty(shape, np.float32)
+        return buf
 
 
-__all__ = ["MaskRefiner", "RefineParams", "params_from", "uncertainty", "smooth", "feather"]
+def feather_support(radius: int) -> int:
+    """How far (frame pixels) the feather of ``radius`` reads around a pixel."""
+    if radius <= FULL_RES_FEATHER_MAX:
+        return max(0, radius)
+    d = math.ceil(radius / FULL_RES_FEATHER_MAX)
+    # INTER_AREA shrink (a cell and its neighbour), blur, bilinear enlargement (a cell)
+    return d * (math.ceil(radius / d) + 3)
+
+
+def snap(mask: np.ndarray) -> np.ndarray:
+    """Clip to [0, 1] and snap values within :data:`SNAP` of 0 or 1 to 0 or 1, in place."""
+    cv2.threshold(mask, float(SNAP), 0.0, cv2.THRESH_TOZERO, dst=mask)  # <= SNAP (and < 0)
+    np.putmask(mask, mask >= _ONE_SNAP, np.float32(1.0))
+    return mask
+
+
+__all__ = [
+    "MaskRefiner",
+    "RefineParams",
+    "params_from",
+    "uncertainty",
+    "smooth",
+    "feather",
+    "feather_support",
+    "snap",
+]

@@ -68,16 +68,17 @@ def bench_size(w: int, h: int, prof, runs: int, rng: np.random.Generator) -> Non
     row("postprocess", timeit(lambda: to_probability(raw, prof, out=prob), runs))
     mask = np.empty((h, w), np.float32)
     variants = [
-        ("refine default (soft, f3, s0.6)", RefineConfig()),
-        ("refine soft, no feather", RefineConfig(feather=0)),
-        ("refine hard + feather 3", RefineConfig(soft=False)),
-        ("refine feather 15", RefineConfig(feather=15)),
-        ("refine + blobs 1%", RefineConfig(min_blob_area=0.01)),
+        ("refine default (guided, s0.6)", RefineConfig()),
+        ("refine bilinear (soft, f3, s0.6)", RefineConfig(upsample="bilinear", feather=3)),
+        ("refine soft, no feather", RefineConfig(upsample="bilinear", feather=0)),
+        ("refine hard + feather 3", RefineConfig(upsample="bilinear", soft=False, feather=3)),
+        ("refine feather 15", RefineConfig(upsample="bilinear", feather=15)),
+        ("refine + blobs 1%", RefineConfig(upsample="bilinear", min_blob_area=0.01, feather=3)),
     ]
     for name, rc in variants:
         ref = MaskRefiner(rc)
-        row(name, timeit(lambda ref=ref: ref.refine(prob, (h, w), out=mask), runs))
-    reuse = MaskRefiner(RefineConfig())
+        row(name, timeit(lambda ref=ref: ref.refine(prob, (h, w), out=mask, guide=frame), runs))
+    reuse = MaskRefiner(RefineConfig(upsample="bilinear", feather=3))
     reuse.refine(prob, (h, w), out=mask)
     row("refine reuse (prob=None)", timeit(lambda: reuse.refine(None, (h, w), out=mask), runs))
     out = np.empty_like(frame)
@@ -91,9 +92,10 @@ def bench_size(w: int, h: int, prof, runs: int, rng: np.random.Generator) -> Non
         ("compose none", BackgroundConfig(mode="none")),
         ("compose overlay", BackgroundConfig(mode="overlay")),
     ]
+    cov = reuse.coverage  # the mask above is reuse's: compose as the pipeline calls it
     for name, bc in modes:
         comp = Compositor(bc)
-        row(name, timeit(lambda comp=comp: comp.compose(frame, mask, out=out), runs))
+        row(name, timeit(lambda comp=comp: comp.compose(frame, mask, out=out, coverage=cov), runs))
 
 
 def main() -> int:

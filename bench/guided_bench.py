@@ -2,12 +2,13 @@
 
     python bench/guided_bench.py [--sizes 1280x720 1920x1080] [--runs 30] [--json OUT]
 
-CPU: segcam.refine's MaskRefiner per setting (bilinear refine as configured by default,
-guided refine), median wall time per call. GPU (cuda-python and a device): the guided
-kernels (segcam.gpu.guided) and the two preprocess kernels (half-pixel bilinear and the
-warp conventions), device time from CUDA events around back-to-back launches. The model
-mask is 256x256, as the default model's. A benchmark, not a test; on a shared machine the
-CPU figures are noisy: the load average is printed with them.
+CPU: segcam.refine's MaskRefiner per setting (raw bilinear, the bilinear refinement with
+a 3 px feather, guided with and without feather), median wall time per call.
+GPU (cuda-python and a device): the guided kernels (segcam.gpu.guided) and the two
+preprocess kernels (half-pixel bilinear and the warp conventions), device time from CUDA
+events around back-to-back launches. The model mask is 256x256, as the default model's.
+A benchmark, not a test; on a shared machine the CPU figures are noisy: the load average
+is printed with them.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def cpu_rows(sizes: List[str], runs: int) -> List[Dict[str, Any]]:
         mask = cv2.resize(truth.astype(np.float32), (256, 256), interpolation=cv2.INTER_AREA)
         out = np.empty((h, w), np.float32)
         for name, cfg in (
-            ("raw bilinear", RefineConfig(feather=0, smoothing=0.0)),
-            ("refine (bilinear, feather 3)", RefineConfig()),
-            ("guided (feather 3)", RefineConfig(upsample="guided")),
-            ("guided (feather 0)", RefineConfig(upsample="guided", feather=0)),
+            ("raw bilinear", RefineConfig(upsample="bilinear", feather=0, smoothing=0.0)),
+            ("refine (bilinear, feather 3)", RefineConfig(upsample="bilinear", feather=3)),
+            ("guided (feather 3)", RefineConfig(upsample="guided", feather=3)),
+            ("guided (feather 0, the default)", RefineConfig(upsample="guided", feather=0)),
         ):
             r = MaskRefiner(cfg)
             ms = _median_ms(functools.partial(r.refine, mask, (h, w), out=out, guide=frame), runs)

@@ -14,6 +14,7 @@ Two parts:
    ``--stats-json`` (``average_fps``).
 
     python bench/record_bench.py [--frames 90] [--pairs 2] [--model MODEL.onnx] [--json out.json]
+        [--skip-run | --skip-encode]
 
 The machine's load (``uptime``) is printed with the figures: on a shared machine they are
 noisy, so compare within one run.
@@ -136,12 +137,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--run-frames", type=int, default=120, help="frames of the 1080p clip")
     ap.add_argument("--model", help="ONNX model path (default: the cached default model)")
     ap.add_argument("--skip-run", action="store_true", help="only the encode part")
+    ap.add_argument("--skip-encode", action="store_true", help="only the segcam run part")
     ap.add_argument("--json", help="write the figures as JSON")
     args = ap.parse_args(argv)
     load = os.getloadavg()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load[0]:.2f}")
     report: Dict[str, Any] = {"load_before": load, "encode": [], "run": {}}
-    for size in SIZES:
+    for size in [] if args.skip_encode else SIZES:
         frames = composites(size, args.frames)
         print(f"\n{size[0]}x{size[1]}, {args.frames} frames at {FPS:g} fps")
         print(f"{'recorder':<34}{'write p50':>10}{'mean':>8}{'cpu/frame':>11}{'MB/min':>9}")

@@ -64,3 +64,23 @@ def portrait_bgr() -> np.ndarray:
 
     rgb = data.astronaut()
     return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+# --------------------------------------------------------------------------- fuzz tier
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the fuzz tier's counts, rates, seeds and slowest cases (tests/fuzz_support.py)."""
+    from fuzz_support import REPORTS
+
+    if not REPORTS:
+        return
+    terminalreporter.section("fuzz summary")
+    for rec in REPORTS:
+        terminalreporter.write_line(
+            f"{rec['name']}: {rec['cases']} cases (seeds {rec['seeds']}) in {rec['seconds']:.1f} s"
+            f" = {rec['cases_per_s']:.0f} cases/s (worker CPU {rec['cpu_s']:.1f} s);"
+            f" accepted {rec['accepted']}, project errors {rec['project_errors']};"
+            f" slowest {rec['slowest_cpu_ms']:.1f} ms CPU / {rec['slowest_ms']:.1f} ms wall"
+            f" ({rec['slowest_case']}); worker peak RSS {rec['peak_rss_mib']} MiB"
+        )

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segcam.compose import Compositor, blend_reference, check_background
-from segcam.config import BackgroundConfig
+from segcam.compose import Compositor, blend_reference, check_background, shrink
+from segcam.config import BackgroundConfig, RefineConfig
+from segcam.coverage import BG, MIX, Coverage
 from segcam.errors import ConfigError, PipelineError
 from segcam.pipeline.knobs import KnobValues
+from segcam.refine import MaskRefiner
 
 H, W = 90, 160
 
@@ -184,8 +186,11 @@ def test_blend_within_one_level_for_any_pixel(fg: int, bg: int, m: float) -> Non
     assert min(fg, bg) <= got <= max(fg, bg)
 
 
+@pytest.mark.parametrize("runs", [False, True], ids=["whole", "runs"])
 @pytest.mark.parametrize("mode", ["overlay", "video", "blur", "color"])
-def test_steady_state_compose_allocates_no_frame_sized_array(tmp_path: Path, mode: str) -> None:
+def test_steady_state_compose_allocates_no_frame_sized_array(
+    tmp_path: Path, mode: str, runs: bool
+) -> None:
     """The hot-path rule of the blueprint: once warmed up, ``compose`` allocates no
     frame-sized array. numpy (and OpenCV's numpy-backed outputs) report their allocations
     to tracemalloc, so its peak over one call is what that call allocated."""
@@ -203,15 +208,87 @@ def test_steady_state_compose_allocates_no_frame_sized_array(tmp_path: Path, mod
         writer.release()
     c = Compositor(cfg)
     out = np.empty_like(frame)
+    coverage = None
+    if runs:  # the pipeline's path: the refiner's coverage of a person-like mask
+        refiner = MaskRefiner(RefineConfig())
+        yy, xx = np.mgrid[0:64, 0:64]
+        low = np.clip((20.0 - np.hypot(yy - 32, xx - 32)) / 4.0, 0, 1).astype(np.float32)
+        mask = refiner.refine(low, (h, w))
+        coverage = refiner.coverage
     for _ in range(4):  # warm-up: buffers are allocated here, once
-        c.compose(frame, mask, out=out)
+        c.compose(frame, mask, out=out, coverage=coverage)
     tracemalloc.start()
     try:
         for _ in range(4):  # the video loops back to its start in here too
-            c.compose(frame, mask, out=out)
+            c.compose(frame, mask, out=out, coverage=coverage)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
         c.close()
     # Blur works at a quarter of the size (about 0.4 plane); one frame-sized plane is h * w.
     assert peak < h * w // 2, f"{mode}: {peak} bytes allocated per frame ({h * w} = one plane)"
+
+
+def _bg_config(mode: str, tmp_path: Path) -> BackgroundConfig:
+    cfg = BackgroundConfig(mode=mode)
+    if mode == "image":
+        cfg.image = str(tmp_path / "bg.png")
+        cv2.imwrite(cfg.image, np.random.default_rng(4).integers(0, 256, (50, 70, 3), np.uint8))
+    if mode == "video":
+        cfg.video = str(tmp_path / "bg.avi")
+        writer = cv2.VideoWriter(cfg.video, cv2.VideoWriter_fourcc(*"MJPG"), 10, (120, 80))
+        for v in (10, 200):
+            writer.write(np.full((80, 120, 3), v, np.uint8))
+        writer.release()
+    return cfg
+
+
+@pytest.mark.parametrize("mode", ["blur", "color", "image", "video", "none", "overlay"])
+@pytest.mark.parametrize("size", [(360, 640), (211, 333)])
+def test_runs_compose_equals_whole_frame_blend(tmp_path: Path, mode: str, size) -> None:
+    """With the refiner's coverage, background and person runs are copied, mixed runs
+    blended: the same bytes as the whole-frame blend, and the reference within one level."""
+    h, w = size
+    rng = np.random.default_rng(5)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), np.uint8), (0, 0), 2)
+    yy, xx = np.mgrid[0:48, 0:64]
+    low = np.clip((14.0 - np.hypot(yy - 24, xx - 30)) / 3.0, 0, 1).astype(np.float32)
+    refiner = MaskRefiner(RefineConfig(feather=3))
+    mask = refiner.refine(low, (h, w))
+    assert 0.0 < refiner.coverage.fraction(MIX) < 0.5
+    whole, runs = Compositor(_bg_config(mode, tmp_path)), Compositor(_bg_config(mode, tmp_path))
+    try:
+        for _ in range(2):  # video: the next frame each call, in both
+            a = whole.compose(frame, mask)
+            b = runs.compose(frame, mask, coverage=refiner.coverage)
+            np.testing.assert_array_equal(a, b)
+            if mode in ("color", "image"):
+                ref = blend_reference(frame, runs.background(frame), mask)
+                assert np.abs(ref.astype(int) - b).max() <= 1
+    finally:
+        whole.close()
+        runs.close()
+
+
+def test_all_background_coverage_shows_the_background(frame: np.ndarray) -> None:
+    c = Compositor(BackgroundConfig(mode="color", color=[1, 2, 3]))
+    zeros = np.zeros((H, W), np.float32)
+    got = c.compose(frame, zeros, coverage=Coverage.uniform((H, W), BG))
+    assert (got == np.array([1, 2, 3], np.uint8)).all()
+
+
+@pytest.mark.parametrize("size", [(1080, 1920), (721, 1283), (5, 3)])
+def test_blur_shrink_is_two_exact_halvings(size) -> None:
+    """The blur background's 1/4 shrink: OpenCV's 2x2 INTER_AREA twice, (s + 2) >> 2 each
+    time on even sizes; within one level of a single 4x4 INTER_AREA."""
+    h, w = size
+    img = np.random.default_rng(6).integers(0, 256, (h, w, 3), np.uint8)
+    got = shrink(img, 4)
+    assert got.shape == ((h + 3) // 4, (w + 3) // 4, 3)
+    if h % 4 == 0 and w % 4 == 0:
+        x = img.astype(np.int32)
+        half = (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2] + 2) >> 2
+        want = (half[0::2, 0::2] + half[1::2, 0::2] + half[0::2, 1::2] + half[1::2, 1::2] + 2) >> 2
+        np.testing.assert_array_equal(got, want)
+        once = cv2.resize(img, (w // 4, h // 4), interpolation=cv2.INTER_AREA)
+        assert np.abs(once.astype(int) - got).max() <= 1

@@ -78,6 +78,17 @@ def test_flicker_counts_only_where_the_truth_stayed() -> None:
     assert M.flicker(m0, m0, t0, t0) == 0.0
 
 
+def test_ghosting_measures_a_mask_that_lags_the_motion() -> None:
+    t0 = np.zeros((20, 20), np.uint8)
+    t1 = t0.copy()
+    t1[:, :5] = 1  # the person moved into columns 0-4
+    assert M.ghosting(t1.astype(np.float32), t1, t0) == 0.0  # followed at once
+    assert M.ghosting(np.zeros((20, 20), np.float32), t1, t0) == 1.0  # still at the old place
+    half = np.where(t1 > 0, 0.5, 0.0).astype(np.float32)  # half way (heavy smoothing)
+    assert M.ghosting(half, t1, t0) == pytest.approx(0.5)
+    assert M.ghosting(half, t0, t0) is None  # nothing moved
+
+
 def test_plot_says_why_without_matplotlib(tmp_path, monkeypatch) -> None:
     from segcam.eval import report
 

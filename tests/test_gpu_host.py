@@ -171,7 +171,7 @@ def test_cubin_path_names_kernel_and_arch(tmp_path):
 
 def test_kernel_sources_ship_with_the_package():
     names = sorted(p.stem for p in Path(KERNEL_DIR).glob("*.cu"))
-    assert names == ["composite", "preprocess"]
+    assert names == ["composite", "guided", "preprocess"]
     assert 'extern "C" __global__ void preprocess_bilinear_u8' in kernel_source("preprocess")
     with pytest.raises(GpuError, match="unreadable"):
         kernel_source("no-such-kernel")
@@ -218,7 +218,8 @@ def test_fixed_point_gaussian_reproduces_opencv(k):
 
 @pytest.mark.parametrize("blur,size", [(21, (1280, 720)), (9, (640, 480)), (5, (333, 211))])
 def test_blur_background_chain_reproduces_the_compositor(blur, size):
-    """area /d (integer) -> fixed-point Gaussian -> uint8 bilinear x d, as the kernels do."""
+    """area /d (integer; /4 as two 2x2 halvings) -> fixed-point Gaussian -> uint8 bilinear
+    x d, as the kernels do."""
     from segcam.compose import Compositor
     from segcam.gpu.composite import blur_plan
 
@@ -229,8 +230,11 @@ def test_blur_background_chain_reproduces_the_compositor(blur, size):
     if d == 1:
         small = frame
     else:
-        s = frame.astype(np.int64).reshape(h // d, d, w // d, d, 3).sum(axis=(1, 3))
-        small = ((s + 2) >> 2) if d == 2 else np.rint(s.astype(np.float32) / np.float32(d * d))
+        small = frame.astype(np.int64)
+        for _ in range(d // 2):  # d = 2: one halving, d = 4: two
+            hh, ww = small.shape[:2]
+            s = small.reshape(hh // 2, 2, ww // 2, 2, 3).sum(axis=(1, 3))
+            small = (s + 2) >> 2
         small = small.astype(np.uint8)
     got = emulate_gauss_u8(small, k)
     if d > 1:
@@ -253,7 +257,9 @@ def test_row_step_soft_mask_reproduces_the_refiner(size, low, radius):
     rng = np.random.default_rng(radius + w)
     m = cv2.GaussianBlur(rng.random((low[1], low[0]), dtype=np.float32), (0, 0), 2)
     m = np.clip((m - m.min()) / np.ptp(m) * 1.2 - 0.1, 0, 1).astype(np.float32)  # flat 0/1
-    refiner = MaskRefiner(RefineConfig(feather=radius, smoothing=0.0, soft=True))
+    refiner = MaskRefiner(
+        RefineConfig(feather=radius, smoothing=0.0, soft=True, upsample="bilinear")
+    )
     want = refiner.refine(m, (h, w), KnobValues(feather=radius, smoothing=0.0, soft=True))
     np.testing.assert_allclose(emulate_soft_mask(m, w, h, radius), want, atol=1e-6)
     tab = vertical_tables(low[1], h, radius)

@@ -9,7 +9,7 @@ import pytest
 from segcam.config import RefineConfig, load_config
 from segcam.errors import ConfigError, PipelineError
 from segcam.guided import GuidedUpsampler, footprints, guided_upsample, low_res_guide
-from segcam.refine import MaskRefiner
+from segcam.refine import MaskRefiner, params_from, resolve_upsample, snap
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -89,19 +89,31 @@ def test_refiner_uses_guided_upsampling_when_configured() -> None:
     cfg = RefineConfig(upsample="guided", feather=0, smoothing=0.0, guided_radius=2)
     ref = MaskRefiner(cfg)
     got = ref.refine(low, frame.shape[:2], guide=frame)
-    np.testing.assert_array_equal(got, guided_upsample(low, frame, 2, cfg.guided_eps))
+    want = snap(guided_upsample(low, frame, 2, cfg.guided_eps))  # the refiner's last step
+    np.testing.assert_array_equal(got, want)
+    assert ref.coverage is None  # not convex: the compositor blends the whole frame
     with pytest.raises(PipelineError, match="needs the frame"):
         MaskRefiner(cfg).refine(low, frame.shape[:2])
     hard = MaskRefiner(RefineConfig(upsample="guided", soft=False, feather=2, smoothing=0.0))
     m = hard.refine(low, frame.shape[:2], guide=frame)
     assert m.min() >= 0.0 and m.max() <= 1.0 and 0.0 < m[80, 148] <= 1.0
-    plain = MaskRefiner(RefineConfig(feather=0, smoothing=0.0)).refine(low, frame.shape[:2])
+    bil = RefineConfig(feather=0, smoothing=0.0, upsample="bilinear")
+    plain = MaskRefiner(bil).refine(low, frame.shape[:2])
     np.testing.assert_array_equal(
         plain, cv2.resize(low, (320, 160), interpolation=cv2.INTER_LINEAR)
     )
 
 
 def test_config_keys_and_ranges() -> None:
+    default = load_config(None, []).refine
+    assert (default.upsample, default.feather) == ("auto", -1)
+    # auto: guided with no feather on GPU stages, bilinear with a 3 px feather on CPU stages
+    on_gpu, on_cpu = resolve_upsample(default, gpu=True), resolve_upsample(default, gpu=False)
+    assert (on_gpu.upsample, params_from(on_gpu).feather) == ("guided", 0)
+    assert (on_cpu.upsample, params_from(on_cpu).feather) == ("bilinear", 3)
+    assert MaskRefiner(default).cfg.upsample == "bilinear"  # the CPU reference resolves it
+    explicit = load_config(None, ["refine.feather=5"]).refine
+    assert params_from(resolve_upsample(explicit, gpu=True)).feather == 5
     cfg = load_config(None, ["refine.upsample=guided", "refine.guided_radius=4"])
     assert cfg.refine.upsample == "guided" and cfg.refine.guided_radius == 4
     for bad in ("refine.upsample=bicubic", "refine.guided_radius=0", "refine.guided_eps=0"):

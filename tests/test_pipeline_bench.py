@@ -35,7 +35,16 @@ def test_sequential_loop_runs_the_same_stages(selfie_onnx) -> None:
         backend.close()
     assert snap["frames_out"] == 6 and snap["inferences"] == 3
     assert snap["fps"] > 0
-    for name in ("capture", "preprocess", "infer", "composite", "composite/compose"):
+    for name in (
+        "capture",
+        "preprocess",
+        "infer",
+        "composite",
+        "composite/compose",
+        "composite/mask",  # the composite's own sub-steps (refine and compose parts)
+        "composite/background",
+        "composite/blend",
+    ):
         assert snap["stages"][name]["p50_ms"] > 0
 
 

@@ -171,7 +171,7 @@ def _join(pub, sub) -> None:
 
 def test_huge_seq_cannot_break_the_stats(raw_pub) -> None:
     pub, url = raw_pub
-    with MaskSubscriber(url) as sub:
+    with MaskSubscriber(url, max_age_s=0) as sub:  # the messages carry fixed timestamps
         _join(pub, sub)
         # 4300 digits: what Python's int/str conversion still accepts; twice the gap of it
         # would no longer convert back.
@@ -216,6 +216,8 @@ def test_segcam_subscribe_survives_hostile_messages(raw_pub, wrapping_rle: bytes
             "30",
             "--interval",
             "0.2",
+            "--max-age",
+            "0",  # the messages carry fixed timestamps
         ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -255,3 +257,43 @@ def test_limits_reject_nonsense() -> None:
         SubscriberLimits(max_pixels=0)
     with pytest.raises(ValueError):
         SubscriberLimits(max_message_bytes=1 << 40)
+
+
+def test_segcam_subscribe_pixel_budget_option(raw_pub) -> None:
+    """--max-pixels 20 refuses the 6x5 masks (30 px): counted malformed, none received."""
+    pub, url = raw_pub
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segcam",
+            "subscribe",
+            url,
+            "--topic",
+            "mask",
+            "--count",
+            "1",
+            "--json",
+            "--timeout",
+            "4",
+            "--max-pixels",
+            "20",
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            pub.send_multipart(_valid(0))
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 9, err[-2000:]  # no accepted mask before the timeout
+    summary = json.loads(out.strip().splitlines()[-1])["summary"]
+    assert summary["received"]["mask"] == 0 and summary["errors"]["malformed"] >= 1
+    assert "Traceback" not in err

@@ -395,11 +395,11 @@ def test_a_decoder_crash_is_counted_not_raised(started, monkeypatch) -> None:
     real = protocol.decode
     calls = {"n": 0}
 
-    def flaky(frames, topics=None):
+    def flaky(frames, topics=None, limits=protocol.DEFAULT_LIMITS):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("libfoo exploded")
-        return real(frames, topics)
+        return real(frames, topics, limits)
 
     monkeypatch.setattr("segcam.publish.subscriber.protocol.decode", flaky)
     submit_and_wait(sink, result(1, soft_mask()))

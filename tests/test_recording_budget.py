@@ -212,9 +212,79 @@ def test_run_keeps_going_when_the_recording_disk_fills(selfie_onnx, small_fs, tm
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "recording stopped:" in errors[0], log
     assert "output.record.min_free_mib" in log and "Traceback" not in log
+    assert f"DEGRADED output file:{full}: recording stopped" in log  # the periodic status line
     assert any("file:" + str(full) in k for k in st["degraded"]), st["degraded"]
     full_st, other_st = st["sinks"][f"file:{full}"], st["sinks"][f"file:{other}"]
     assert "recording stopped" in full_st["error"] and full_st["not_recorded"] > 0
     assert other_st["written"] > full_st["written"] > 0  # the other output kept recording
     assert probe_frames(other) == other_st["written"]
     assert probe_frames(full) >= full_st["written"] - 1  # finished when it stopped
+
+
+def test_systemd_status_names_a_degraded_output() -> None:
+    from segcam.service import format_status
+
+    text = format_status(
+        {"fps": 25.0, "degraded": {"output file:/d/a.mp4": "recording stopped: x"}}
+    )
+    assert text == "25.0 fps | DEGRADED output file:/d/a.mp4: recording stopped: x"
+
+
+def test_syncer_fsyncs_tracked_files_in_its_thread_and_reports_errors(tmp_path) -> None:
+    from segcam.recording.durable import Syncer
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 1000)
+    syncer = Syncer("test")
+    syncer.track(path)
+    syncer.track(tmp_path / "missing.bin")  # cannot be opened: reported, not raised
+    assert "missing.bin" in (syncer.last_error or "")
+    syncer.last_error = None
+    before = syncer.syncs
+    syncer.request()
+    deadline = time.monotonic() + 10
+    while syncer.syncs == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert syncer.syncs > before and syncer.last_error is None
+    syncer.untrack(path)
+    syncer.close(2.0)
+    assert not syncer._fds
+
+
+def test_resuming_a_single_file_recording_keeps_what_was_recorded(tmp_path, monkeypatch) -> None:
+    need_pyav()
+    need_ffprobe()
+    out = tmp_path / "one.mp4"
+    rec = SegmentRecorder(out, "auto", _settings(), fps=10)
+    rec.lossless = True
+    rec.start(None, 10.0)
+    for i in range(12):
+        rec.write(_frame(i), None, 0)
+    rec._disk_stop("test: disk full")  # as when the floor is reached
+    monkeypatch.setattr(recorder_mod, "RESUME_CHECK_S", 0.0)
+    rec._next_resume_check = 0.0
+    assert rec.write(_frame(12), None, 0)
+    rec.close()
+    assert probe_frames(out) == 12  # the first file is intact
+    assert rec.last_path != out and rec.last_path.name.startswith("one-")
+    assert probe_frames(rec.last_path) == 1
+
+
+def test_a_full_disk_without_a_floor_stops_recording_on_enospc(small_fs) -> None:
+    """min_free_mib 0: the write itself fails with ENOSPC; one stop, the file still plays."""
+    need_pyav()
+    need_ffprobe()
+    _fill(small_fs, int(0.4 * MIB))
+    stops: List[str] = []
+    out = small_fs / "nofloor.mp4"
+    rec = SegmentRecorder(out, "auto", _settings(min_free_mib=0.0), fps=10, on_stop=stops.append)
+    rec.lossless = True
+    rec.start(None, 10.0)
+    i = 0
+    while rec.stopped is None and i < 400:
+        rec.write(_frame(i), None, 0)
+        i += 1
+    rec.close()
+    assert rec.stopped is not None and "No space left" in rec.stopped, rec.stopped
+    assert len(stops) == 1
+    assert probe_frames(out) >= 5  # everything up to the last fragment that fitted

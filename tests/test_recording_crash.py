@@ -91,5 +91,6 @@ def test_sigterm_loses_no_frame_of_video_or_mask(selfie_onnx, tmp_path):
 
     st = json.loads(stats.read_text())["sinks"][f"file:{out}"]
     assert st["written"] > 10 and st["recorder"] == "pyav" and st["crash_safe"]
+    assert st["fsyncs"] >= 1 and "fsync_error" not in st  # a fragment a second reached the disk
     assert probe_frames(out) == st["written"]
     assert probe_frames(out.with_name("term.mask.mp4")) == st["written"]

@@ -104,21 +104,62 @@ def test_gstreamer_pipeline_string_for_the_jetson_encoder(tmp_path) -> None:
         gstreamer.pipeline_string(_spec(tmp_path / 'a"b.mp4'))
 
 
-@pytest.mark.skipif(
-    not (gstreamer.opencv_has_gstreamer() and gstreamer.element_exists("x264enc")),
-    reason="needs OpenCV built with GStreamer and x264enc (Debian: python3-opencv, "
-    "gstreamer1.0-plugins-ugly); the pip wheel has no GStreamer",
-)
-def test_gstreamer_pipeline_records_with_x264enc_in_place_of_the_hardware(tmp_path) -> None:
+GST_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
     import numpy as np
+    from segcam.recording import gstreamer
+    from segcam.recording.formats import CODECS, CONTAINERS
+    from segcam.recording.writer import WriterSpec
 
-    need_ffprobe()
-    out = tmp_path / "gst.mp4"
-    writer = gstreamer.open_writer(_spec(out), encoder="x264enc")
-    for i in range(50):
-        writer.write(np.full((240, 320, 3), i * 5 % 256, np.uint8), i / 25, False)
+    path, frames, kill = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "kill"
+    cont = CONTAINERS[path.suffix[1:]]
+    spec = WriterSpec(path, (320, 240), 25.0, cont, CODECS["h264"], "", False, 1.0,
+                      "ultrafast", 1, 23, 0)
+    writer = gstreamer.open_writer(spec, encoder="x264enc")
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), i / 25, False)
+    if kill:
+        import time
+        time.sleep(0.5)  # let the pipeline thread mux what it was given
+        os.kill(os.getpid(), signal.SIGKILL)
     writer.close()
+    """
+)
+
+
+@pytest.mark.skipif(
+    not (
+        gstreamer.opencv_has_gstreamer()
+        and all(gstreamer.element_exists(e) for e in ("x264enc", "h264parse", "mp4mux"))
+    ),
+    reason="needs OpenCV built with GStreamer plus x264enc, h264parse and mp4mux (Debian: "
+    "python3-opencv, gstreamer1.0-plugins-ugly/-bad/-good); the pip wheel has no GStreamer",
+)
+@pytest.mark.parametrize("name", ["gst.mp4", "gst.mkv"])
+def test_gstreamer_pipeline_with_x264enc_in_place_of_the_hardware(tmp_path, name) -> None:
+    """The Jetson pipeline with the software encoder: complete at close, safe at kill -9."""
+    need_ffprobe()
+    out = tmp_path / name
+    done = subprocess.run(
+        [sys.executable, "-c", GST_CHILD, str(out), "50", "close"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
     assert probe_codec(out) == "h264" and probe_frames(out) == 50
+    killed = tmp_path / f"killed-{name}"
+    done = subprocess.run(
+        [sys.executable, "-c", GST_CHILD, str(killed), "110", "kill"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert 110 - 25 <= probe_frames(killed) <= 110  # all but the fragment being filled
 
 
 CHILD = textwrap.dedent(
@@ -176,3 +217,33 @@ def test_record_config_defaults_match_default_yaml() -> None:
     cfg = load_config(None)
     assert cfg.output.record == RecordConfig()
     assert cfg.output.codec == "auto"
+
+
+def test_the_opencv_fallback_records_even_where_opencv_has_no_h264(tmp_path, caplog) -> None:
+    # Found by the service under a real systemd: without PyAV, `output.codec: auto` in a
+    # .mp4 fell back to OpenCV's writer with H.264, which pip's OpenCV cannot encode, and
+    # segcam exited 6 at start. It now records the container's basic codec and warns.
+    import cv2
+    import numpy as np
+
+    from segcam.recording.opencv import OpenCVWriter
+
+    path = tmp_path / "rec.mp4"
+    h264 = cv2.VideoWriter(
+        str(tmp_path / "probe.mp4"), cv2.VideoWriter_fourcc(*"avc1"), 25.0, (320, 240)
+    )
+    has_h264 = h264.isOpened()
+    h264.release()
+    with caplog.at_level("WARNING", logger="segcam.record"):
+        writer = OpenCVWriter(_spec(path))
+        for i in range(10):
+            writer.write(np.full((240, 320, 3), i * 20, np.uint8), i / 25.0, i == 0)
+        writer.close()
+    assert writer.fourcc == ("avc1" if has_h264 else "mp4v")
+    if not has_h264:
+        assert "cannot encode H.264 here; recording" in caplog.text
+    cap = cv2.VideoCapture(str(path))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 10

@@ -9,13 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segcam.config import RefineConfig
+from segcam.coverage import BG, FG, MIX, SNAP, Coverage
 from segcam.errors import PipelineError
 from segcam.pipeline.knobs import KnobValues
-from segcam.refine import FULL_RES_FEATHER_MAX, MaskRefiner, feather, uncertainty
+from segcam.refine import FULL_RES_FEATHER_MAX, MaskRefiner, feather, snap, uncertainty
 
 
 def cfg(**kw) -> RefineConfig:
-    base = dict(threshold=0.5, soft=True, feather=0, smoothing=0.0, min_blob_area=0.0)
+    base = dict(
+        threshold=0.5, soft=True, feather=0, smoothing=0.0, min_blob_area=0.0, upsample="bilinear"
+    )
     base.update(kw)
     return RefineConfig(**base)
 
@@ -42,8 +45,10 @@ def test_smoothing_blends_only_where_uncertain() -> None:
     assert out[0, 1] == pytest.approx(1.0, abs=1e-4)
     assert out[0, 2] == pytest.approx(0.5 + (0.9 - 0.5) * 0.8, abs=1e-5)
     assert 0.6 < out[0, 3] < 0.9
-    # the history is the smoothed value (as in MediaPipe, the previous *output*)
-    np.testing.assert_array_equal(r.last, out)
+    # the history is the smoothed value (as in MediaPipe, the previous *output*), before
+    # the output's snap of values within half a grey level of 0 or 1
+    np.testing.assert_array_equal(snap(r.last.copy()), out)
+    assert r.last[0, 0] > 0.0 and out[0, 0] == 0.0
 
 
 def test_smoothing_zero_and_reset() -> None:
@@ -160,3 +165,66 @@ def test_refined_mask_stays_in_unit_range(
         m = r.refine(rng.random((12, 16), dtype=np.float32) * 1.2 - 0.1, (30, 41), knobs)
         assert m.shape == (30, 41) and m.dtype == np.float32
         assert m.min() >= 0.0 and m.max() <= 1.0
+
+
+def _person_like(lh: int, lw: int, seed: int) -> np.ndarray:
+    """A model-like map: a blob with sigmoid edges, saturated far from them, plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:lh, 0:lw].astype(np.float32)
+    cy, cx = rng.uniform(0.3, 0.7) * lh, rng.uniform(0.3, 0.7) * lw
+    d = 0.25 * min(lh, lw) - np.hypot(yy - cy, xx - cx)
+    p = 1.0 / (1.0 + np.exp(np.clip(-d * rng.uniform(0.3, 3.0), -60.0, 60.0)))
+    p += rng.normal(0.0, 1e-4, p.shape) * (rng.random(p.shape) < 0.02)
+    return np.clip(p, 0.0, 1.0).astype(np.float32)
+
+
+def _whole_frame_reference(low: np.ndarray, h: int, w: int, soft: bool, t: float, r: int):
+    """The documented steps on the whole frame: upsample, threshold, feather, clip, snap."""
+    m = cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+    if not soft:
+        m = (m > np.float32(t)).astype(np.float32)
+    if r > 0:
+        m = feather(m, r)
+    m = np.clip(m, 0.0, 1.0)
+    m[m <= SNAP] = 0.0
+    m[m >= 1.0 - SNAP] = 1.0
+    return m
+
+
+@pytest.mark.parametrize("size", [(1080, 1920), (719, 1281), (211, 333), (64, 64), (7, 5)])
+@pytest.mark.parametrize("soft", [True, False])
+@pytest.mark.parametrize("radius", [0, 1, 3, 6, 9])
+def test_banded_refine_equals_the_whole_frame_steps(size, soft, radius) -> None:
+    """Band and run processing (pure runs filled, mixed runs computed with the feather's
+    margin) gives the whole-frame result, at frame sizes above and below the model's."""
+    h, w = size
+    r = MaskRefiner(cfg(soft=soft, feather=radius, threshold=0.4))
+    for seed in range(3):
+        low = _person_like(64, 48, seed)
+        got = r.refine(low, (h, w))
+        want = _whole_frame_reference(low, h, w, soft, 0.4, radius)
+        assert np.abs(got - want).max() <= 2e-6
+        cov = r.coverage
+        assert isinstance(cov, Coverage) and cov.shape == (h, w)
+        for b, runs in enumerate(cov.runs):
+            y0, y1 = cov.rows(b)
+            assert runs[0][0] == 0 and runs[-1][1] == w
+            assert all(a[1] == c[0] for a, c in zip(runs, runs[1:]))  # they tile the band
+            for x0, x1, kind in runs:
+                block = got[y0:y1, x0:x1]
+                if kind == BG:
+                    assert not block.any()
+                elif kind == FG:
+                    assert (block == 1.0).all()
+        assert cov.fraction(BG) + cov.fraction(FG) + cov.fraction(MIX) == pytest.approx(1.0)
+
+
+def test_pure_regions_are_found_on_a_real_sized_frame() -> None:
+    """Far from the edges a model-like mask is exactly 0 or 1: only a thin band is mixed."""
+    r = MaskRefiner(cfg(feather=3, smoothing=0.6))
+    low = _person_like(256, 256, 7)
+    for _ in range(3):
+        r.refine(low, (1080, 1920))
+    assert r.coverage.fraction(MIX) < 0.25
+    assert r.coverage.fraction(BG) > 0.3 and r.coverage.fraction(FG) > 0.05
+    assert set(r.timings_ms) == {"smooth", "plan", "mask"}

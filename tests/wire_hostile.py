@@ -15,11 +15,11 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from segcam.publish import protocol
 
-WORKER = Path(__file__).resolve().parent / "wire_worker.py"
+WORKER = Path(__file__).resolve().parent / "fuzz_worker.py"
 
 
 def coco_string(counts: Sequence[int]) -> bytes:
@@ -126,22 +126,21 @@ def mask_message(
     return [b"mask", text.encode(), payload]
 
 
-def decode_in_subprocess(
-    cases: Iterable[Sequence[bytes]],
-    limits: Optional[Dict[str, int]] = None,
+def run_in_worker(
+    cases: Iterable[Tuple[str, Any, Any]],
     as_mib: int = 3072,
     case_s: float = 10.0,
     timeout: float = 600.0,
 ) -> List[Dict[str, Any]]:
-    """Decode each case in one limited worker process; one result dict per case.
+    """Run ``(kind, data, options)`` cases in one limited worker (tests/fuzz_worker.py).
 
     Raises AssertionError naming the case if the worker dies (a segfault, the memory
     limit) or exits non-zero.
     """
     blob = bytearray()
     n = 0
-    for frames in cases:
-        rec = pickle.dumps(([bytes(f) for f in frames], dict(limits or {})))
+    for case in cases:
+        rec = pickle.dumps(case)
         blob += struct.pack(">I", len(rec)) + rec
         n += 1
     env = dict(os.environ, PYTHONFAULTHANDLER="1", OMP_NUM_THREADS="1")
@@ -155,7 +154,22 @@ def decode_in_subprocess(
     lines = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.strip()]
     if proc.returncode != 0 or len(lines) != n:
         raise AssertionError(
-            f"decode worker died (exit {proc.returncode}) after {len(lines)} of {n} cases; "
+            f"worker died (exit {proc.returncode}) at case {len(lines)} of {n}; "
             f"stderr: {proc.stderr.decode(errors='replace')[-2000:]}"
         )
     return lines
+
+
+def decode_in_subprocess(
+    cases: Iterable[Sequence[bytes]],
+    limits: Optional[Dict[str, int]] = None,
+    as_mib: int = 3072,
+    case_s: float = 10.0,
+) -> List[Dict[str, Any]]:
+    """Decode each message in one limited worker process; one result dict per case."""
+    work = [("wire", [bytes(f) for f in frames], dict(limits or {})) for frames in cases]
+    results = run_in_worker(work, as_mib=as_mib, case_s=case_s)
+    for res in results:  # the hostile-input tests speak of protocol errors
+        if res["result"] == "project":
+            res["result"] = "protocol"
+    return results

@@ -2,10 +2,11 @@
 
 Scores the configured model on the demo scene (which knows every frame's silhouette) at
 one or more sizes, or on a folder of image + mask pairs, under the settings ``raw``
-(bilinear upsampling only), ``refine`` (the config's refinement, bilinear) and ``guided``
-(the same with edge-aware upsampling): IoU, boundary F within a band, mean alpha error in
-that band, flicker. Prints a table and writes ``eval.json``, ``eval-plot.png`` (when
-matplotlib is installed) and ``eval-worst-edges.png`` into ``--output-dir``.
+(bilinear upsampling only), ``refine`` (the config's refinement, bilinear, 3 px feather)
+and ``guided`` (the config's refinement with edge-aware upsampling): IoU, boundary F
+within a band, mean alpha error in that band, flicker. Prints a table and writes
+``eval.json``, ``eval-plot.png`` (when matplotlib is installed) and
+``eval-worst-edges.png`` into ``--output-dir``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@
   ``band`` px of the true boundary, where the cut is judged.
 - **Flicker**: mean ``|m_t - m_{t-1}|`` of the soft masks over the pixels whose truth did
   not change between the two frames (a change there is the model's, not the scene's).
+- **Ghosting**: mean ``|m_t - truth_t|`` over the pixels whose truth *did* change (where the
+  person moved): a mask that lags behind the motion (too much temporal smoothing) scores high.
 """
 
 from __future__ import annotations
@@ -107,7 +109,16 @@ def flicker(
     return float(d[same].mean())
 
 
+def ghosting(mask: np.ndarray, truth: np.ndarray, prev_truth: np.ndarray) -> Optional[float]:
+    """Mean error where the truth changed since the previous frame (None if nowhere)."""
+    moved = binary(truth) != binary(prev_truth)
+    if not moved.any():
+        return None
+    return float(error_map(mask, truth)[moved].mean())
+
+
 __all__ = [
+    "ghosting",
     "error_map",
     "iou",
     "boundary",

@@ -22,6 +22,7 @@ COLUMNS = (
     ("BF worst", "boundary_f_worst", "{:.4f}"),
     ("band err", "band_error_mean", "{:.4f}"),
     ("flicker", "flicker_mean", "{:.5f}"),
+    ("ghosting", "ghosting_mean", "{:.4f}"),
     ("refine ms", "refine_ms_median", "{:.1f}"),
 )
 
@@ -71,9 +72,10 @@ def plot(results: Sequence[EvalResult], path: Path) -> Optional[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install matplotlib, or segcam[eval])"
+        return "matplotlib is not installed (pip install matplotlib, or segcam[plot])"
     keys = [("IoU", "iou_mean"), ("boundary F", "boundary_f_mean"),
-            ("band error", "band_error_mean"), ("flicker", "flicker_mean")]  # fmt: skip
+            ("band error", "band_error_mean"), ("flicker", "flicker_mean"),
+            ("ghosting", "ghosting_mean")]  # fmt: skip
     fig, axes = plt.subplots(len(results), len(keys) + 1, squeeze=False,
                              figsize=(4 * (len(keys) + 1), 3.2 * len(results)))  # fmt: skip
     for row, r in zip(axes, results):

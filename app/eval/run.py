@@ -31,6 +31,7 @@ class FrameScore:
     band_error: float
     flicker: Optional[float]  # None on a sequence's first frame (or not a sequence)
     refine_ms: float
+    ghosting: Optional[float] = None  # None where the truth did not move (or no sequence)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class SettingResult:
         bf = np.array([s.boundary_f for s in f])
         be = np.array([s.band_error for s in f])
         fl = np.array([s.flicker for s in f if s.flicker is not None])
+        gh = np.array([s.ghosting for s in f if s.ghosting is not None])
         ms = np.array([s.refine_ms for s in f])
         out = {
             "frames": float(len(f)),
@@ -62,6 +64,8 @@ class SettingResult:
         if fl.size:
             out["flicker_mean"] = float(fl.mean())
             out["flicker_worst"] = float(fl.max())
+        if gh.size:
+            out["ghosting_mean"] = float(gh.mean())
         return out
 
 
@@ -157,13 +161,14 @@ class Evaluator:
                 mask = refiner.refine(prob, (h, w), out=None, guide=tf.frame)
                 ms = (time.perf_counter() - t1) * 1e3
                 f, p, r = metrics.boundary_f(mask, tf.truth, self.band)
-                flick = None
+                flick = ghost = None
                 if self.sequence and same_size and name in prev:
                     flick = metrics.flicker(mask, prev[name], tf.truth, prev_truth)
+                    ghost = metrics.ghosting(mask, tf.truth, prev_truth)
                 be = metrics.band_error(mask, tf.truth, self.band, sel=band)
                 err = metrics.error_map(mask, tf.truth) * band
                 results[name].frames.append(
-                    FrameScore(tf.name, metrics.iou(mask, tf.truth), f, p, r, be, flick, ms)
+                    FrameScore(tf.name, metrics.iou(mask, tf.truth), f, p, r, be, flick, ms, ghost)
                 )
                 masks[name] = mask
                 errors.append(err)

@@ -2,8 +2,10 @@
 
 - ``raw``: the model's probability enlarged bilinearly, nothing else (what MediaPipe's own
   example does: no smoothing, no feather).
-- ``refine``: the config's refinement with bilinear upsampling (today's default path).
-- ``guided``: the same refinement with ``upsample: guided`` (edge-aware, :mod:`segcam.guided`).
+- ``refine``: the config's refinement with bilinear upsampling and a 3 px feather (the
+  default before guided upsampling: :data:`BILINEAR_FEATHER`).
+- ``guided``: the config's refinement with ``upsample: guided`` (edge-aware,
+  :mod:`segcam.guided`) and the config's own feather (0 by default).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from segcam.config import RefineConfig
 from segcam.errors import UsageError
 
 SETTINGS = ("raw", "refine", "guided")
+BILINEAR_FEATHER = 3  # the feather the bilinear refinement shipped with
 
 
 def setting_configs(base: RefineConfig, names: Sequence[str]) -> Dict[str, RefineConfig]:
@@ -26,7 +29,7 @@ def setting_configs(base: RefineConfig, names: Sequence[str]) -> Dict[str, Refin
                 soft=True, feather=0, smoothing=0.0, min_blob_area=0.0, upsample="bilinear"
             )
         elif name == "refine":
-            cfg = dataclasses.replace(base, upsample="bilinear")
+            cfg = dataclasses.replace(base, upsample="bilinear", feather=BILINEAR_FEATHER)
         elif name == "guided":
             cfg = dataclasses.replace(base, upsample="guided")
         else:

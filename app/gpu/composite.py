@@ -8,15 +8,17 @@ frame, the composed BGR frame and the float32 mask at frame size, on one stream:
 2. Soft masks (the default), one kernel per resolution step: ``prep_step`` runs the
    horizontal halves of the float bilinear upsample and the feather once per model row;
    for ``blur`` backgrounds ``prep_blur`` does that and, in the same launch, the blurred
-   background at the reduced size app/compose.py uses (INTER_AREA + fixed-point Gaussian
-   in OpenCV's integer arithmetic) plus the horizontal half of its uint8 enlargement.
-   ``composite_rows`` then does the vertical halves per pixel (weights folded on the host:
-   :func:`vertical_tables`), clip, and the blend ``floor(fg*m + bg*(1-m) + 0.5)``.
+   background at the reduced size app/compose.py uses (its shrink: exact 2x2 INTER_AREA
+   halvings; then the fixed-point Gaussian in OpenCV's integer arithmetic) plus the
+   horizontal half of its uint8 enlargement. ``composite_rows`` then does the vertical
+   halves per pixel (weights folded on the host: :func:`vertical_tables`), clip and snap
+   (values within 1/512 of 0 or 1 become 0 or 1, segcam.refine.snap), and the blend
+   ``floor(fg*m + bg*(1-m) + 0.5)``.
 3. Hard thresholds (not linear) and geometries with too many model rows per output row:
    the blurred background (``blur_small_u8``, or ``area_down_u8`` + ``gauss_rows_u8`` +
    ``gauss_cols_u8`` for very strong blurs), then ``composite_fused``: upsample +
-   threshold + feather (r <= 6, shared memory) + clip + blend, the background enlarged
-   inside it.
+   threshold + feather (r <= 6, shared memory) + clip and snap + blend, the background
+   enlarged inside it.
 
 All sample tables are computed here with OpenCV's formulas (see preprocess.py), so the
 kernels repeat OpenCV's arithmetic instead of approximating it. Settings the kernels do
@@ -155,7 +157,10 @@ def owned_columns(sw: int, sh: int, w: int, h: int) -> np.ndarray:
 
 
 def emulate_soft_mask(low: np.ndarray, w: int, h: int, radius: int) -> np.ndarray:
-    """rows_step + composite_rows' mask in numpy (float64): horizontal half, then vertical."""
+    """rows_step + composite_rows' mask in numpy (float64): horizontal half, then vertical,
+    clip and snap (segcam.refine.snap)."""
+    from segcam.refine import snap
+
     lh, lw = low.shape
     xi0, xi1, xw0, xw1 = float_linear_coeffs(lw, w, True)
     hu = low[:, xi0].astype(np.float64) * xw0 + low[:, xi1].astype(np.float64) * xw1
@@ -170,7 +175,7 @@ def emulate_soft_mask(low: np.ndarray, w: int, h: int, radius: int) -> np.ndarra
     for k in range(NW):
         rows = np.minimum(vt[:, 0] + k, lh - 1)
         out += wts[:, k, None] * hu[rows]
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return snap(np.clip(out, 0.0, 1.0).astype(np.float32))
 
 
 def blur_plan(strength: int) -> Tuple[int, int]:
@@ -254,6 +259,7 @@ class GpuCompositor:
         self._zeros_pending = False
         self._uploaded_bg: Any = None
         self._cpu_refiner: Any = None
+        self._shrink_bufs: Dict[str, np.ndarray] = {}
         self.fallbacks = 0
         # refine.upsample: guided -> a segcam.gpu.guided.GpuGuided (set by the GPU stages):
         # it writes the refined frame-size mask, which is then blended as a given mask.
@@ -434,16 +440,18 @@ class GpuCompositor:
         tabs = self._const(("bgtab", sw, sh, w, h), lambda: resize_tables(sw, sh, w, h))
         return BG_SMALL, blurred.ptr, sw * 3, tabs.ptr, tabs.ptr + 16 * w
 
-    @staticmethod
     def _upload_small(
-        frame_host: np.ndarray, st: _SizeState, sw: int, sh: int, stream: Stream
+        self, frame_host: np.ndarray, st: _SizeState, sw: int, sh: int, stream: Stream
     ) -> int:
-        """OpenCV's fractional INTER_AREA is not ported: shrink on the CPU (the frame is on
-        the host anyway) and upload the small image; returns its device pointer."""
+        """Sizes not divisible by the factor (OpenCV's fractional INTER_AREA is not ported):
+        shrink on the CPU as segcam.compose does (the frame is on the host anyway) and
+        upload the small image; returns its device pointer."""
+        from segcam.compose import shrink
+
+        d = blur_plan(self.cpu.cfg.blur)[0]
         small = st.buffer("small", sw * sh * 3)
         host = st.buffer("small_host", sw * sh * 3, pinned=True)
-        view = host.array((sh, sw, 3))
-        cv2.resize(frame_host, (sw, sh), dst=view, interpolation=cv2.INTER_AREA)
+        np.copyto(host.array((sh, sw, 3)), shrink(frame_host, d, self._shrink_bufs))
         stream.copy_htod(small.ptr, host.host_ptr, sw * sh * 3)
         return small.ptr
 
@@ -494,8 +502,13 @@ class GpuCompositor:
         low_ptr = self._state.ptr
         if blank:
             low_ptr = self._zeros.ptr  # type: ignore[union-attr]
-        elif p.feather > RMAX or p.min_blob_area > 0.0:
-            # Not in the fused kernel: refine on the CPU from the same state, blend here.
+        elif (
+            p.feather > RMAX
+            or p.min_blob_area > 0.0
+            or (self.guided is None and self.refine_cfg.upsample == "guided")
+        ):
+            # Not in the fused kernel (nor, for guided upsampling, in a GpuGuided given to
+            # this compositor): refine on the CPU from the same state, blend here.
             self.fallbacks += 1
             if self._cpu_refiner is None:
                 self._cpu_refiner = MaskRefiner(self.refine_cfg)

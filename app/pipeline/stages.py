@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from segcam.coverage import BG, Coverage
 from segcam.errors import GpuError
 from segcam.pipeline.contracts import Backend
 from segcam.pipeline.slots import FrameSlot, ensure_buffer, filled
@@ -163,15 +164,21 @@ class CpuComposite(Stage):
         t1 = time.perf_counter()
         mask = slot.mask = ensure_buffer(slot.mask, hw, np.float32)
         self.refiner.refine(prob, hw, knobs, out=mask, guide=frame)
+        coverage = self.refiner.coverage
         if knobs is not None and knobs.paused and knobs.pause_mode == "background":
             mask.fill(0.0)
+            coverage = Coverage.uniform(hw, BG)
         t2 = time.perf_counter()
         slot.composite = ensure_buffer(slot.composite, frame.shape, np.uint8)
-        self.compositor.compose(frame, mask, knobs, out=slot.composite)
+        self.compositor.compose(frame, mask, knobs, out=slot.composite, coverage=coverage)
         t3 = time.perf_counter()
-        slot.timings_ms["composite/postprocess"] = (t1 - t0) * 1e3
-        slot.timings_ms["composite/refine"] = (t2 - t1) * 1e3
-        slot.timings_ms["composite/compose"] = (t3 - t2) * 1e3
+        timings = slot.timings_ms
+        timings["composite/postprocess"] = (t1 - t0) * 1e3
+        timings["composite/refine"] = (t2 - t1) * 1e3
+        timings["composite/compose"] = (t3 - t2) * 1e3
+        for part in (self.refiner.timings_ms, self.compositor.timings_ms):
+            for step, ms in part.items():
+                timings["composite/" + step] = ms
 
     def reset(self) -> None:
         """Forget temporal state (new scene, reloaded model)."""

@@ -255,6 +255,7 @@ class SegmentRecorder:
             return
         size = even_size(*frame_size) if self.choice.backend != "opencv" else frame_size
         path = self.namer.next_path()
+        self.namer.claim(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         paths = [path] + ([mask_video_path(path)] if self.record_mask else [])
         writers: List[FrameWriter] = []
@@ -365,6 +366,8 @@ class SegmentRecorder:
         if "max_mib" in (self.stopped or "") and self.settings.segment_s <= 0:
             return False  # one file over its byte limit stays stopped
         self.stopped = None
+        if not self.namer.is_pattern:  # never overwrite the file recorded before the stop
+            self.namer = SegmentNamer(self.path, rotate=True)
         h, w = frame.shape[:2]
         self._open_segment((w, h))
         if self.stopped is not None or not self._writers:

@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 log = logging.getLogger("segcam.record")
 
@@ -64,17 +64,23 @@ class SegmentNamer:
             text = str(path.with_name(f"{path.stem}{ROTATION_SUFFIX}{path.suffix}"))
         self.pattern = text
         self.is_pattern = "%" in text
+        self._used: Set[Path] = set()  # a removed segment's name is never given again
 
     def next_path(self, now: Optional[float] = None) -> Path:
-        """The path of a segment starting at ``now`` (never an existing file's name)."""
+        """The path of a segment starting at ``now``: never an existing file's name, nor
+        one given before in this run (so names sort in recording order)."""
         if not self.is_pattern:
             return self.path
         base = Path(time.strftime(self.pattern, time.localtime(now)))
         cand, n = base, 1
-        while cand.exists() or mask_video_path(cand).exists():
+        while cand in self._used or cand.exists() or mask_video_path(cand).exists():
             cand = base.with_name(f"{base.stem}-{n}{base.suffix}")
             n += 1
         return cand
+
+    def claim(self, path: Path) -> None:
+        """``path`` is now a segment of this run."""
+        self._used.add(path)
 
     def glob(self) -> str:
         """A glob matching every segment this pattern names (``%Y`` etc. become ``*``)."""

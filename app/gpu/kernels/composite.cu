@@ -1,15 +1,17 @@
 // Mask refinement and compositing kernels. They reproduce app/refine.py and app/compose.py:
 //   smooth_state     model output -> probability -> uncertainty-weighted temporal smoothing
-//   area_down_u8     frame -> 1/d size (INTER_AREA, integer factor)            } blur
+//   area_down_u8     frame -> 1/d size (exact 2x2 INTER_AREA halvings)         } blur
 //   gauss_rows_u8    uint8 -> 8.8 fixed point, Gaussian along rows, REFLECT_101 } background
 //   gauss_cols_u8    8.8 fixed point -> uint8, Gaussian along columns           } (OpenCV's
 //                                                                                 bit-exact path)
 //   blur_small_u8    the three above in one kernel (shared-memory tiles), radius <= 16
 //   composite_fused  mask upsample (float bilinear) + threshold + feather (Gaussian, r <= 6,
-//                    in shared memory) + clip + blend with the background -> composite + mask
+//                    in shared memory) + clip and snap + blend with the background
+//                    -> composite + mask
 //   prep_step        soft masks: the horizontal half of upsample + feather per model row
 //   prep_blur        prep_step's blocks and blur_small_u8's (with bgh) in one launch
-//   composite_rows   their vertical halves per pixel + clip + blend (no shared memory)
+//   composite_rows   their vertical halves per pixel + clip and snap + blend (no shared
+//                    memory)
 
 #ifndef BW
 #define BW 32              // threads per block along x
@@ -30,6 +32,24 @@
 #define MIN_BLOCKS 6       // 40 registers at 256 threads: 6 blocks (75% occupancy) per SM
 #endif
 #define LB 6               // small-background rows a tile may span (shared horizontal pass)
+
+// The refined mask's last step (app/refine.py): clip to [0, 1], then values within SNAP
+// (1/512) of 0 or 1 become exactly 0 or 1.
+#define SNAP (1.0f / 512.0f)
+__device__ __forceinline__ float clip_snap(float m) {
+    m = fminf(fmaxf(m, 0.0f), 1.0f);
+    return m <= SNAP ? 0.0f : (m >= 1.0f - SNAP ? 1.0f : m);
+}
+
+// INTER_AREA 1/4 as app/compose.py's shrink does it: two exact 2x2 halvings, each
+// (a + b + c + d + 2) >> 2, from the 4x4 block's 16 values (row-major v[r * 4 + c]).
+__device__ __forceinline__ int area4_halvings(const int* v) {
+    const int q0 = (v[0] + v[1] + v[4] + v[5] + 2) >> 2;
+    const int q1 = (v[2] + v[3] + v[6] + v[7] + 2) >> 2;
+    const int q2 = (v[8] + v[9] + v[12] + v[13] + 2) >> 2;
+    const int q3 = (v[10] + v[11] + v[14] + v[15] + 2) >> 2;
+    return (q0 + q1 + q2 + q3 + 2) >> 2;
+}
 
 __device__ __forceinline__ float half_bits_to_float(unsigned short h) {
     float f;
@@ -62,8 +82,8 @@ extern "C" __global__ void smooth_state(
     state[i] = (prev - p) * u + p;
 }
 
-// INTER_AREA by an integer factor d on BGR uint8 (OpenCV: d == 2 rounds (s + 2) >> 2,
-// other factors round s / d^2 to nearest even in float).
+// INTER_AREA by d in {2, 4} on BGR uint8: d == 2 is OpenCV's (s + 2) >> 2, d == 4 two
+// such halvings (area4_halvings).
 extern "C" __global__ void area_down_u8(
     const unsigned char* __restrict__ src, int src_pitch, unsigned char* __restrict__ dst,
     int dw, int dh, int d)
@@ -71,21 +91,14 @@ extern "C" __global__ void area_down_u8(
     const int x = blockIdx.x * blockDim.x + threadIdx.x;
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= dw || y >= dh) return;
-    int s0 = 0, s1 = 0, s2 = 0;
-    for (int j = 0; j < d; ++j) {
-        const unsigned char* row = src + (size_t)(y * d + j) * src_pitch + (size_t)x * d * 3;
-        for (int i = 0; i < d; ++i) {
-            s0 += row[3 * i]; s1 += row[3 * i + 1]; s2 += row[3 * i + 2];
-        }
-    }
     unsigned char* o = dst + ((size_t)y * dw + x) * 3;
-    if (d == 2) {
-        o[0] = (s0 + 2) >> 2; o[1] = (s1 + 2) >> 2; o[2] = (s2 + 2) >> 2;
-    } else {
-        const float inv = 1.0f / (float)(d * d);
-        o[0] = min(__float2int_rn((float)s0 * inv), 255);
-        o[1] = min(__float2int_rn((float)s1 * inv), 255);
-        o[2] = min(__float2int_rn((float)s2 * inv), 255);
+    for (int c = 0; c < 3; ++c) {
+        int v[16];
+        for (int j = 0; j < d; ++j) {
+            const unsigned char* row = src + (size_t)(y * d + j) * src_pitch + (size_t)x * d * 3;
+            for (int i = 0; i < d; ++i) v[j * 4 + i] = row[3 * i + c];
+        }
+        o[c] = d == 2 ? (v[0] + v[1] + v[4] + v[5] + 2) >> 2 : area4_halvings(v);
     }
 }
 
@@ -144,7 +157,7 @@ __device__ __forceinline__ unsigned int byte_of(uint3 w, int i) {
     return (word >> (8 * (i & 3))) & 0xffu;
 }
 
-// INTER_AREA by an integer factor (d = 1: a copy) + OpenCV's fixed-point Gaussian
+// 1/d shrink (d = 1: a copy; 2, 4: exact 2x2 halvings) + OpenCV's fixed-point Gaussian
 // (REFLECT_101 at the reduced size) in one kernel: each block shrinks its tile plus halo
 // into shared memory, filters rows, then columns. Output: the blurred small image, and with
 // bgh != null also OpenCV's horizontal uint8 enlargement of its rows (three planes of
@@ -170,7 +183,6 @@ __device__ __forceinline__ void blur_tile(
     const int cols = bgh != nullptr ? BLUR_BW + 1 : BLUR_BW;
     const int rw = cols + 2 * r, rh = BLUR_BH + 2 * r;
     if (tid < k) wt[tid] = weights[tid];
-    const float inv = 1.0f / (float)(d * d);
     const int total = rw * rh;
     if (d == 4 && (src_pitch & 3) == 0) {
         // 4 pixels = 12 aligned bytes = 3 words; AREA_E entries' loads issued together
@@ -193,18 +205,16 @@ __device__ __forceinline__ void blur_tile(
                 const int i = i0 + e * BLUR_BW * BLUR_BH;
                 if (i < total) {
                     const int ry = i / rw, rx = i - ry * rw;
-                    int s0 = 0, s1 = 0, s2 = 0;
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) {
+                    for (int c = 0; c < 3; ++c) {
+                        int v[16];
 #pragma unroll
-                        for (int q = 0; q < 12; q += 3) {
-                            s0 += byte_of(w[e][j], q); s1 += byte_of(w[e][j], q + 1);
-                            s2 += byte_of(w[e][j], q + 2);
+                        for (int j = 0; j < 4; ++j) {
+#pragma unroll
+                            for (int q = 0; q < 4; ++q) v[j * 4 + q] = byte_of(w[e][j], 3 * q + c);
                         }
+                        area[ry][rx][c] = area4_halvings(v);
                     }
-                    area[ry][rx][0] = min(__float2int_rn((float)s0 * 0.0625f), 255);
-                    area[ry][rx][1] = min(__float2int_rn((float)s1 * 0.0625f), 255);
-                    area[ry][rx][2] = min(__float2int_rn((float)s2 * 0.0625f), 255);
                 }
             }
         }
@@ -212,22 +222,18 @@ __device__ __forceinline__ void blur_tile(
         for (int i = tid; i < total; i += BLUR_BW * BLUR_BH) {
             const int ry = i / rw, rx = i - ry * rw;
             const int sx = reflect101(x0 - r + rx, sw), sy = reflect101(y0 - r + ry, sh);
-            int s0 = 0, s1 = 0, s2 = 0;
-            for (int j = 0; j < d; ++j) {
-                const unsigned char* p =
-                    src + (size_t)(sy * d + j) * src_pitch + (size_t)sx * d * 3;
-                for (int q = 0; q < d; ++q) {
-                    s0 += p[3 * q]; s1 += p[3 * q + 1]; s2 += p[3 * q + 2];
+            for (int c = 0; c < 3; ++c) {
+                int v[16];
+                for (int j = 0; j < d; ++j) {
+                    const unsigned char* p =
+                        src + (size_t)(sy * d + j) * src_pitch + (size_t)sx * d * 3;
+                    for (int q = 0; q < d; ++q) v[j * 4 + q] = p[3 * q + c];
                 }
+                int a = v[0];
+                if (d == 2) a = (v[0] + v[1] + v[4] + v[5] + 2) >> 2;
+                else if (d == 4) a = area4_halvings(v);
+                area[ry][rx][c] = a;
             }
-            if (d == 2) {
-                s0 = (s0 + 2) >> 2; s1 = (s1 + 2) >> 2; s2 = (s2 + 2) >> 2;
-            } else if (d > 2) {
-                s0 = min(__float2int_rn((float)s0 * inv), 255);
-                s1 = min(__float2int_rn((float)s1 * inv), 255);
-                s2 = min(__float2int_rn((float)s2 * inv), 255);
-            }
-            area[ry][rx][0] = s0; area[ry][rx][1] = s1; area[ry][rx][2] = s2;
         }
     }
     __syncthreads();
@@ -471,7 +477,7 @@ extern "C" __global__ void __launch_bounds__(BW * BH, MIN_BLOCKS) composite_fuse
     }
     if (y >= H || xs >= W) return;
 #pragma unroll
-    for (int j = 0; j < PX; ++j) m[j] = fminf(fmaxf(m[j], 0.0f), 1.0f);
+    for (int j = 0; j < PX; ++j) m[j] = clip_snap(m[j]);
 
     const unsigned char* frow = frame + (size_t)y * frame_pitch;
     unsigned char* orow = out + (size_t)y * out_pitch;
@@ -681,7 +687,7 @@ extern "C" __global__ void __launch_bounds__(BW * BH) composite_rows(
         }
         float m[PX] = {acc.x, acc.y, acc.z, acc.w};
 #pragma unroll
-        for (int j = 0; j < PX; ++j) m[j] = fminf(fmaxf(m[j], 0.0f), 1.0f);
+        for (int j = 0; j < PX; ++j) m[j] = clip_snap(m[j]);
         *(float4*)(mrow + xs) = make_float4(m[0], m[1], m[2], m[3]);
         if (bg_mode == 3) {
             *(uint3*)(orow + (size_t)xs * 3) = fw;
@@ -721,7 +727,7 @@ extern "C" __global__ void __launch_bounds__(BW * BH) composite_rows(
 #pragma unroll
         for (int k = 0; k < NW; ++k)
             if (k < n) a += wk[k] * __ldg(&h0[(size_t)k * pitch + x]);
-        const float mj = fminf(fmaxf(a, 0.0f), 1.0f);
+        const float mj = clip_snap(a);
         mrow[x] = mj;
         const unsigned char* f = frow + (size_t)x * 3;
         unsigned char* o = orow + (size_t)x * 3;
