@@ -86,7 +86,7 @@ def open_shared_backend(cfg: Config, streams: int) -> Tuple[Any, str]:
             log.info("inference: recurrent model: one frame per call, state kept per stream")
         else:
             try:
-                batched = batched_model(path, model_cache_dir(cfg) / "batch-cache")
+                batched = batched_model(path, model_cache_dir(cfg))
             except ModelError as exc:
                 log.info("inference: one frame per call (%s)", exc.message)
             else:
