@@ -29,6 +29,9 @@ options:
   --min-shape S, --opt-shape S, --max-shape S
                         shapes (e.g. 1x3x512x512) for an ONNX with dynamic input axes;
                         default: the profile's width/height for all three
+  --max-batch N         for an ONNX with a dynamic batch axis (segcam model convert
+                        --dynamic-batch): optimisation profile min 1, opt and max N
+                        frames, so one engine serves the batched inference of N streams
   --trtexec PATH        trtexec to use (default: $TRTEXEC, /usr/src/tensorrt/bin/trtexec,
                         then trtexec on PATH)
   --trt-version X.Y.Z   do not detect the TensorRT version, use this one (for --dry-run on
@@ -68,6 +71,7 @@ io_fp16=0
 min_shape=""
 opt_shape=""
 max_shape=""
+max_batch="1"
 trtexec="${TRTEXEC:-}"
 trt_version="${SEGCAM_TRT_VERSION:-}"
 sm=""
@@ -95,6 +99,7 @@ while [ "$#" -gt 0 ]; do
     --min-shape) need_value "$@"; min_shape="$2"; shift 2 ;;
     --opt-shape) need_value "$@"; opt_shape="$2"; shift 2 ;;
     --max-shape) need_value "$@"; max_shape="$2"; shift 2 ;;
+    --max-batch) need_value "$@"; max_batch="$2"; shift 2 ;;
     --trtexec) need_value "$@"; trtexec="$2"; shift 2 ;;
     --trt-version) need_value "$@"; trt_version="$2"; shift 2 ;;
     --sm) need_value "$@"; sm="$2"; shift 2 ;;
@@ -225,6 +230,10 @@ plan_args=(engine plan "$onnx" --profile "$profile" --precision "$precision" --t
 [ -z "$min_shape" ] || plan_args+=(--min-shape "$min_shape")
 [ -z "$opt_shape" ] || plan_args+=(--opt-shape "$opt_shape")
 [ -z "$max_shape" ] || plan_args+=(--max-shape "$max_shape")
+case "$max_batch" in
+  '' | *[!0-9]* | 0) die "--max-batch needs a whole number of frames of 1 or more, got '$max_batch'" ;;
+esac
+[ "$max_batch" = "1" ] || plan_args+=(--max-batch "$max_batch")
 plan="$(segcam_cli "${plan_args[@]}")" || die "cannot plan the build (see the error above)"
 
 model="" dynamic=0 min_spec="" opt_spec="" max_spec="" engine_name=""

@@ -264,3 +264,24 @@ def test_shellcheck_clean() -> None:
         pytest.skip("shellcheck is not installed (CI installs it: apt-get install shellcheck)")
     result = subprocess.run([exe, str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_max_batch_makes_an_optimisation_profile_of_1_to_n_frames(
+    selfie_onnx: Path, tmp_path: Path
+) -> None:
+    """An ONNX with a dynamic batch (what several streams share) gets min 1, opt/max N."""
+    import onnx
+
+    from segcam.models.batch import with_dynamic_batch
+
+    dyn = tmp_path / "mediapipe-selfie.onnx"
+    onnx.save(with_dynamic_batch(onnx.load(str(selfie_onnx))), str(dyn))
+    base = ["--dry-run", "--trt-version", "10.3.0", "--sm", "87", "--profile", "mediapipe-selfie"]
+    cmd = _command(_run([str(dyn), *base, "--max-batch", "4"]))
+    assert "--minShapes=input_1:1x256x256x3" in cmd
+    assert "--optShapes=input_1:4x256x256x3" in cmd
+    assert "--maxShapes=input_1:4x256x256x3" in cmd
+    fixed = _run([str(selfie_onnx), *base, "--max-batch", "4"])
+    assert fixed.returncode != 0 and "dynamic batch" in fixed.stderr
+    bad = _run([str(dyn), *base, "--max-batch", "four"])
+    assert bad.returncode == 2 and "--max-batch" in bad.stderr

@@ -219,6 +219,16 @@ def test_cameras_wrong_index_fails(tmp_path: Path) -> None:
     assert result.status == FAIL and "/dev/video1" in result.detail
 
 
+def test_doctor_checks_every_input_of_a_multi_camera_config(tmp_path: Path) -> None:
+    """Cameras of inputs: entries are looked for (the scheme table says which are V4L2)."""
+    inputs = '[{uri: "0"}, {uri: demo}, {uri: "v4l2:///dev/video3"}, {uri: "csi://0"}]'
+    cfg = load_config(None, [f"inputs={inputs}"])
+    result = check_cameras(DoctorContext(cfg, root=_jetson_root(tmp_path), which=lambda n: None))
+    assert result.status == FAIL and "/dev/video3" in result.detail
+    assert "/dev/video0" not in result.detail.split(";")[0]  # video0 exists in the tree
+    assert "csi" not in result.detail.split(";")[0]  # a CSI sensor is no /dev/video device
+
+
 def test_publish_exposure_warns_and_missing_keys_fail(tmp_path: Path) -> None:
     cfg = load_config(None, ["publish.enabled=true", "publish.bind=[tcp://0.0.0.0:5555]"])
     result = check_publish(DoctorContext(cfg))

@@ -33,7 +33,6 @@ from segcam.inference.profile import load_profile
 from segcam.models.batch import batch_dim, batched_model, with_dynamic_batch
 from segcam.pipeline.batching import SharedInference
 from segcam.pipeline.supervisor import Supervisor, build_streams
-from segcam.publish.subscriber import MaskSubscriber
 
 SIZE = (320, 240)
 
@@ -230,7 +229,17 @@ class _Collector:
         self._t.start()
 
     def _run(self, url: str) -> None:
-        with MaskSubscriber(url, ["mask", "telemetry"], timeout=0.2) as sub:
+        from segcam.publish.subscriber import MaskSubscriber
+
+        # Retry the connection every 100 ms (the publisher binds only once the model is
+        # loaded) and queue every message: the finite streams' masks come in a burst.
+        with MaskSubscriber(
+            url,
+            ["mask", "telemetry"],
+            timeout=0.2,
+            reconnect_ivl_max_ms=100,
+            rcvhwm=10000,
+        ) as sub:
             while not self._stop.is_set():
                 msg = sub.recv(0.2)
                 if msg is None:
@@ -258,10 +267,13 @@ def _demo_truth_iou(msgs: List[Any]) -> float:
 def test_four_streams_of_different_kinds_each_get_their_own_outputs(
     selfie_onnx: Path, tmp_path: Path
 ) -> None:
-    frames = 16
+    frames = 24
     clip = write_demo_video(tmp_path / "clip.mp4", frames, SIZE)
     room = _image_folder(tmp_path / "room", frames)
-    cam = MjpegCamera(SIZE, fps=20)
+    # Paced so that its frames outlast the subscriber joining (PUB/SUB delivers only once
+    # the subscription reached the publisher). The camera's socket fills while the model
+    # loads, so its first frames come at once from that backlog: those may go unseen.
+    cam = MjpegCamera(SIZE, fps=4)
     url = f"tcp://127.0.0.1:{_free_port()}"
     cfg = {
         "model": {"path": str(selfie_onnx)},
@@ -511,3 +523,49 @@ def test_reload_applies_to_every_stream_and_sigterm_stops_them_all(
     assert "reloaded" in err
     for sid in ("a", "b"):  # both recordings finalised and playable
         assert count_video_frames(tmp_path / f"rec-{sid}.mp4")[1] > 0
+
+
+@pytest.mark.parametrize("shed", ["all", "priority"])
+def test_the_governor_steers_every_stream_or_spares_the_important_one(
+    selfie_onnx: Path, tmp_path: Path, shed: str
+) -> None:
+    """A real governor on an emulated Orin sysfs tree at 74 C (warm: infer every 3rd)."""
+    from thermal_tree import orin_tree
+
+    from segcam.outputs import build_sinks
+    from segcam.pipeline.assemble import open_shared_backend
+    from segcam.sources import open_source
+    from segcam.thermal import ThermalGovernor
+
+    orin_tree(tmp_path, 74.0)
+    frames = 45
+    cfg = pipeline_config(
+        selfie_onnx,
+        "thermal.enabled=true",
+        f"thermal.sysfs_root={tmp_path}",
+        "thermal.sensor=sysfs",
+        "thermal.interval_s=0.05",
+        "thermal.actions.warm={infer_every: 3}",
+        f"streams.shed={shed}",
+        size=SIZE,
+    )
+    entries = [
+        {"uri": "demo", "id": "lobby", "priority": 0},
+        {"uri": "demo", "id": "vault", "priority": 5, "refine": {"infer_every": 2}},
+    ]
+    cfg.inputs = load_config(None, ["inputs=" + json.dumps(entries)]).inputs
+    specs = build_streams(cfg, build_sinks, open_source, None)
+    backend, _ = open_shared_backend(cfg, len(specs))
+    gov = ThermalGovernor(cfg)
+    sup = Supervisor(cfg, specs, backend, [gov])
+    try:
+        assert sup.run(max_frames=frames) == 0
+    finally:
+        backend.close()
+    lobby, vault = sup.runners
+    assert gov.state == "warm"
+    assert lobby.knobs.snapshot().infer_every == 3  # the device is warm for everyone
+    # vault's own stride is 2: heat makes it 3 unless priority shedding spares it.
+    assert vault.knobs.snapshot().infer_every == (2 if shed == "priority" else 3)
+    assert sup.status()["extensions"]["thermal"]["state"] == "warm"
+    assert lobby.metrics.inferences < frames * 0.6

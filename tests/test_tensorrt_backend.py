@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,67 @@ def test_sources_use_no_api_that_tensorrt_10_removed() -> None:
         used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
         assert not used & removed, f"{name} uses {sorted(used & removed)}"
         assert "execute_async_v3" in used or name != "inference/tensorrt.py"
+
+
+def test_dynamic_batch_engine_runs_several_streams_in_one_execution(
+    fake_trt: Any, selfie_onnx: Path, tmp_path: Path
+) -> None:
+    """An engine with a 1..4 batch profile: batches on their own context, equal to ORT."""
+    import onnx
+
+    from segcam.models.batch import with_dynamic_batch
+    from segcam.pipeline.batching import SharedInference
+
+    profile = load_profile("mediapipe-selfie")
+    dyn = tmp_path / "dyn" / "mediapipe-selfie.onnx"
+    dyn.parent.mkdir()
+    onnx.save(with_dynamic_batch(onnx.load(str(selfie_onnx))), str(dyn))
+    item = tuple(profile.input_shape[1:])
+    path, meta, _ = _build(
+        dyn,
+        profile,
+        tmp_path,
+        min_shape=(1,) + item,
+        opt_shape=(4,) + item,
+        max_shape=(4,) + item,
+    )
+    mem = HostMemory()
+    trt_backend = TensorRTBackend(profile, path, memory=mem, meta=meta)
+    ort_backend = OnnxRuntimeBackend(profile, selfie_onnx)
+    rng = np.random.default_rng(5)
+    x = rng.random((3,) + item, dtype=np.float32)
+    try:
+        assert trt_backend.max_batch == 4
+        assert trt_backend.input_spec.shape == profile.input_shape  # batch-1 context as before
+        want = np.concatenate([ort_backend.infer(x[i : i + 1].copy()) for i in range(3)])
+        got = trt_backend.infer_batch(x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        # The batch-1 path still works after a batch (its own context and buffers).
+        np.testing.assert_allclose(trt_backend.infer(x[1:2].copy()), want[1:2], atol=1e-5)
+        with pytest.raises(BackendError, match="1 to 4 frames"):
+            trt_backend.infer_batch(np.zeros((5,) + item, np.float32))
+        shared = SharedInference(trt_backend, batch_max=4, batch_wait_ms=50)
+        clients = [shared.client(f"s{i}") for i in range(3)]
+        for c in clients:
+            c.activate()
+        shared.start()
+        results: dict = {}
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.__setitem__(i, clients[i].infer(x[i : i + 1].copy()))
+            )
+            for i in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        shared.stop()
+        for i in range(3):
+            np.testing.assert_allclose(results[i], want[i : i + 1], atol=1e-5)
+        assert shared.stats()["frames_per_call"] > 1
+    finally:
+        trt_backend.close()
+        ort_backend.close()
+    assert mem.live_blocks == 0

@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp16")
     p.add_argument("--trt-version", default="")
     p.add_argument("--sm", default="")
+    p.add_argument("--max-batch", type=int, default=1)
     for which in ("min", "opt", "max"):
         p.add_argument(f"--{which}-shape", default="")
 
@@ -285,8 +286,19 @@ def _plan(args: argparse.Namespace) -> int:
             f"ONNX input {name} is fixed at {tuple(dims)}, profile {profile.name} feeds {want}",
             "fix layout/width/height in the profile",
         )
+    batch = max(1, int(getattr(args, "max_batch", 1) or 1))
+    if batch > 1 and not (dynamic and dims[0] == -1):
+        raise EngineError(
+            f"--max-batch {batch}: ONNX input {name} {tuple(dims)} has no dynamic batch axis",
+            "make one with `segcam model convert --dynamic-batch` (or export with dynamic_axes)",
+        )
+    # A dynamic batch: the optimisation profile spans 1..N frames, tuned for N (the
+    # shared inference of several streams fills batches up to streams.batch_max).
+    batched = (batch,) + tuple(want[1:])
+    defaults = (want, batched, batched)
     shapes = [
-        parse_shape(s) if s else want for s in (args.min_shape, args.opt_shape, args.max_shape)
+        parse_shape(s) if s else d
+        for s, d in zip((args.min_shape, args.opt_shape, args.max_shape), defaults)
     ]
     sm = sm_string(args.sm) if args.sm else ""
     if not sm:

@@ -274,6 +274,11 @@ class TensorRTBackend:
         self._context: Any = None
         self._engine: Any = None
         self._runtime: Any = None
+        self._max_batch = 1
+        self._batch_ctx: Any = None  # a second execution context, for batches of streams
+        self._batch_buf: Dict[str, int] = {}  # tensor name -> device buffer of max_batch items
+        self._batch_host: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self._batch_stream = 0
         if profile.state_inputs:
             raise BackendError(
                 f"model profile {profile.name} has recurrent state inputs, which the TensorRT "
@@ -378,6 +383,8 @@ class TensorRTBackend:
                     f"profile {span} for {in_name}",
                     f"rebuild with matching shapes: {self._rebuild}",
                 )
+            if engine_shape[0] == -1:  # a dynamic batch: frames of several streams per call
+                self._max_batch = max(1, min(int(prof[2][0]), MAX_BATCH))
         elif engine_shape != want:
             raise EngineError(
                 f"engine input {in_name} is fixed at {engine_shape}, the profile feeds {want}",
@@ -481,16 +488,77 @@ class TensorRTBackend:
 
     @property
     def max_batch(self) -> int:
-        """1: an engine runs one frame per execution here (several streams share it in turn)."""
-        return 1
+        """Frames one :meth:`infer_batch` call may carry: the batch the engine's
+        optimisation profile allows (``build_engine.sh --max-batch N``), else 1."""
+        return self._max_batch
 
     def infer_batch(self, tensors: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """``[1, ...]`` stacked input (see :attr:`max_batch`): one :meth:`infer`."""
-        if tensors.shape[0] != 1:
+        """Host in, host out for ``[N, ...]`` stacked inputs, N <= :attr:`max_batch`.
+
+        Batches run on an execution context of their own, sized once for max_batch
+        frames, so the batch-1 context of :meth:`infer` and :meth:`infer_device` keeps
+        its shapes and addresses.
+        """
+        spec_in, spec_out = self.input_spec, self.output_spec
+        n = int(tensors.shape[0]) if tensors.ndim == len(spec_in.shape) else 0
+        if n < 1 or n > self._max_batch or tuple(tensors.shape[1:]) != spec_in.shape[1:]:
             raise BackendError(
-                f"this TensorRT engine takes one frame per call, got a batch of {tensors.shape[0]}"
+                f"batched input {tuple(tensors.shape)}: this engine takes 1 to "
+                f"{self._max_batch} frames of {spec_in.shape[1:]}",
+                "rebuild with build_engine.sh --max-batch N for larger batches",
             )
-        return self.infer(tensors[0:1].reshape(self.input_spec.shape), out=out)
+        if n == 1:
+            return self.infer(tensors.reshape(spec_in.shape), out=out)
+        with self._lock:
+            mem = self._memory
+            if mem is None or self._engine is None:
+                raise BackendError("the TensorRT backend is closed")
+            ctx = self._batch_context()
+            shape = (n,) + tuple(spec_in.shape[1:])
+            if not ctx.set_input_shape(spec_in.name, shape):
+                raise BackendError(f"TensorRT refused input shape {shape} for {spec_in.name}")
+            host_in, host_out = self._batch_host  # type: ignore[misc]
+            in_bytes, out_bytes = n * _nbytes(spec_in), n * _nbytes(spec_out)
+            staged = host_in[:in_bytes].view(spec_in.dtype).reshape(shape)
+            np.copyto(
+                staged, tensors, casting="same_kind" if tensors.dtype.kind == "f" else "unsafe"
+            )
+            stream = self._batch_stream
+            mem.htod(self._batch_buf[spec_in.name], host_in[:in_bytes], stream)
+            if not ctx.execute_async_v3(int(stream)):
+                why = self._logger.errors[-1] if self._logger.errors else "see the TensorRT log"
+                raise BackendError(f"TensorRT execute_async_v3 (batch of {n}) failed: {why}")
+            mem.dtoh(host_out[:out_bytes], self._batch_buf[spec_out.name], stream)
+            mem.synchronize(stream)
+            oshape = (n,) + tuple(spec_out.shape[1:])
+            result = host_out[:out_bytes].view(spec_out.dtype).reshape(oshape)
+            if out is not None and out.shape == oshape:
+                np.copyto(out, result, casting="same_kind")
+                return out
+            return result.copy()
+
+    def _batch_context(self) -> Any:
+        """The batch execution context and its max_batch-sized buffers (made once)."""
+        if self._batch_ctx is not None:
+            return self._batch_ctx
+        mem = self._memory
+        assert mem is not None
+        ctx = self._engine.create_execution_context()
+        if ctx is None:
+            raise BackendError("cannot create a second TensorRT execution context for batches")
+        self._batch_stream = mem.create_stream()
+        k = self._max_batch
+        for spec in [self.input_spec] + list(self.outputs):
+            ptr = self._alloc(k * _nbytes(spec))
+            self._batch_buf[spec.name] = ptr
+            if not ctx.set_tensor_address(spec.name, int(ptr)):
+                raise BackendError(f"TensorRT refused the address of tensor {spec.name}")
+        self._batch_host = (
+            mem.host(k * _nbytes(self.input_spec)),
+            mem.host(k * _nbytes(self.output_spec)),
+        )
+        self._batch_ctx = ctx
+        return ctx
 
     def infer(self, tensor: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Host in, host out (own stream; synchronous). Returns the chosen output, raw."""
@@ -534,16 +602,20 @@ class TensorRTBackend:
         with self._lock:
             mem, self._memory = self._memory, None
             if mem is not None:
-                if self._stream:
-                    mem.synchronize(self._stream)
-                    mem.destroy_stream(self._stream)
+                for stream in (self._stream, self._batch_stream):
+                    if stream:
+                        mem.synchronize(stream)
+                        mem.destroy_stream(stream)
                 for ptr in self._owned:
                     mem.free(ptr)
                 mem.close()
-            self._stream = 0
+            self._stream = self._batch_stream = 0
             self._owned = []
             self._bound = {}
             self._host_in = self._host_out = None
+            self._batch_ctx = None
+            self._batch_buf = {}
+            self._batch_host = None
             self._context = None
             self._engine = None
             self._runtime = None
@@ -554,6 +626,9 @@ class TensorRTBackend:
             f"{self.provider} {self.engine_path.name}: in {describe_specs(self.inputs)}; "
             f"out {self.output_spec.describe()}"
         )
+
+
+MAX_BATCH = 64  # the most frames one call carries, whatever the engine's profile allows
 
 
 def _nbytes(spec: TensorSpec) -> int:

@@ -62,9 +62,10 @@ def open_shared_backend(cfg: Config, streams: int) -> Tuple[Any, str]:
     """The one backend several streams share, batch-capable where the model allows.
 
     ONNX Runtime on a model fixed at batch 1 is reopened on its dynamic-batch variant
-    (segcam.models.batch, made once into the model cache); a model that cannot be
-    rewritten, a recurrent one, or TensorRT run one frame per call, and the reason is
-    logged.
+    (segcam.models.batch, made once into the model cache); a TensorRT engine batches when
+    its optimisation profile allows it (build_engine.sh --max-batch N). A model that
+    cannot be rewritten, a recurrent one, or a batch-1 engine run one frame per call, and
+    the reason is logged.
     """
     import dataclasses
 
@@ -74,12 +75,18 @@ def open_shared_backend(cfg: Config, streams: int) -> Tuple[Any, str]:
     profile, path = resolve_model(cfg)
     backend, reason = select_backend(cfg, profile, path)
     want = streams > 1 and cfg.streams.batch_max > 1
+    if want and backend.name == "tensorrt" and backend.max_batch == 1:
+        log.info(
+            "inference: the engine takes one frame per call; build it from a dynamic-batch "
+            "ONNX with build_engine.sh --max-batch %d to batch the streams",
+            min(streams, cfg.streams.batch_max),
+        )
     if want and backend.name == "onnxruntime" and backend.max_batch == 1:
         if profile.state_inputs:
             log.info("inference: recurrent model: one frame per call, state kept per stream")
         else:
             try:
-                batched = batched_model(path, model_cache_dir(cfg) / "batch-cache")
+                batched = batched_model(path, model_cache_dir(cfg))
             except ModelError as exc:
                 log.info("inference: one frame per call (%s)", exc.message)
             else:

@@ -142,6 +142,7 @@ class Supervisor:
         self.error_where = ""
         self.stop_reason = ""
         self.failed: Dict[str, str] = {}  # stream id -> its error
+        self.degraded: Dict[str, str] = {}  # part outside the streams -> why it stopped
         self._lock = threading.Lock()
         self._done: Dict[str, threading.Thread] = {}  # streams being or already shut down
         self._started_exts: List[Extension] = []
@@ -207,6 +208,19 @@ class Supervisor:
             log.debug("%s failed", where, exc_info=exc)
         self.request_stop(f"{where} failed")
 
+    def report_degraded(self, where: str, message: str) -> None:
+        """A part outside the streams stopped; everything else keeps running."""
+        with self._lock:
+            new = self.degraded.get(where) != message
+            self.degraded[where] = message
+        if new:
+            log.error("%s: %s (the pipeline keeps running)", where, message)
+
+    def clear_degraded(self, where: str) -> None:
+        """``where`` works again."""
+        with self._lock:
+            self.degraded.pop(where, None)
+
     def add_profile_stages(
         self, name: str, stages: StageSet, backend: Optional[Backend] = None
     ) -> None:
@@ -242,6 +256,11 @@ class Supervisor:
             "failed": dict(self.failed),
         }
         snap["extensions"] = extension_status(self.extensions)
+        degraded = dict(self.degraded)
+        for r in self.runners:  # a stream's own outputs, named with the stream
+            degraded.update({f"{r.stream_id}:{k}": v for k, v in r.degraded.items()})
+        if degraded:
+            snap["degraded"] = degraded
         return snap
 
     # ------------------------------------------------------------------ running
