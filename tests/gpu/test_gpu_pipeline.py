@@ -235,16 +235,27 @@ class _DeviceEchoBackend:
         pass
 
 
-def test_device_inference_path_equals_cpu_stages(gpu_ctx, tmp_path):
-    """A backend that works on device buffers (TensorRT's way): output stays on the GPU."""
+@pytest.mark.parametrize(
+    "gpu_upsample, cpu_upsample",
+    [("bilinear", "bilinear"), ("guided", "guided"), ("auto", "guided")],
+    ids=["bilinear", "guided", "auto-is-guided-on-a-gpu"],
+)
+def test_device_inference_path_equals_cpu_stages(gpu_ctx, tmp_path, gpu_upsample, cpu_upsample):
+    """A backend that works on device buffers (TensorRT's way): output stays on the GPU.
+
+    ``refine.upsample: auto`` is guided on GPU stages (bilinear on CPU stages), so the GPU
+    stages with ``auto`` must equal the CPU stages told ``guided``.
+    """
     profile = load_profile("mediapipe-selfie")
     backend = _DeviceEchoBackend(profile)
-    cfg = _config(tmp_path, **{"input.width": 480, "input.height": 272})
+    size = {"input.width": 480, "input.height": 272}
+    cfg = _config(tmp_path, **size, **{"refine.upsample": gpu_upsample})
+    cpu_cfg = _config(tmp_path, **size, **{"refine.upsample": cpu_upsample})
     live_before = LEDGER.live()
     source = open_source(cfg.input)
     source.open()
     gpu = build_gpu_stages(cfg, backend, profile, None)
-    cpu = build_cpu_stages(cfg, backend, profile)
+    cpu = build_cpu_stages(cpu_cfg, backend, profile)
     assert "inference on device buffers" in gpu.reason
     knobs = knobs_from_config(cfg)
     slots = (FrameSlot(0), FrameSlot(1))
