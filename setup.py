@@ -1,9 +1,17 @@
 """Packaging for segcam: the import package `segcam` (source folder app/), console script `segcam`.
 
-On a Jetson, OpenCV (with GStreamer) and TensorRT come from JetPack's system packages.
-pip must not shadow them: on Linux/aarch64 OpenCV is therefore not a requirement (install
-the `opencv` extra on other ARM boards), and numpy stays below 2 because JetPack's cv2 was
-built against numpy 1.x. Create the venv with --system-site-packages there (README).
+OpenCV is chosen by the installer, never pulled in by default, because its three builds
+cannot share one environment (each wheel installs the same cv2/ folder over the other):
+
+* `segcam[gui]` - opencv-python, with windows (display://): desktops;
+* `segcam[headless]` - opencv-python-headless: servers, containers, CI;
+* neither - a system OpenCV: JetPack's (or Debian's) python3-opencv, built with GStreamer,
+  seen through a venv made with --system-site-packages (docs/jetson.md). pip must not shadow
+  it, nor TensorRT; numpy stays below 2 on Linux/aarch64 because JetPack's cv2 was built
+  against numpy 1.x.
+
+On Linux/aarch64 the `gui`/`headless` extras install nothing (a Jetson has JetPack's
+OpenCV); other ARM boards take the `opencv` extra (opencv-python-headless).
 """
 
 from __future__ import annotations
@@ -46,7 +54,6 @@ setup(
     install_requires=[
         f"numpy>=1.21; {NOT_ARM_LINUX}",
         f"numpy>=1.21,<2; {ON_ARM_LINUX}",
-        f"opencv-python-headless>=4.5; {NOT_ARM_LINUX}",
         "pyzmq>=22",
         "pyyaml>=5.4",
         "onnx>=1.12",
@@ -57,7 +64,13 @@ setup(
     extras_require={
         # a real portrait photo for the demo scene ships with scikit-image
         "demo": ["scikit-image>=0.19"],
+        # one OpenCV wheel at most (see the module docstring); `opencv` is for ARM boards
+        "gui": [f"opencv-python>=4.5; {NOT_ARM_LINUX}"],
+        "headless": [f"opencv-python-headless>=4.5; {NOT_ARM_LINUX}"],
         "opencv": ["opencv-python-headless>=4.5"],
+        # a system python3-opencv (Debian/Ubuntu on x86) is built against numpy 1.x, like
+        # JetPack's: keep pip from upgrading numpy under it (aarch64 pins this already)
+        "system-opencv": ["numpy<2"],
         "gpu": ["cuda-python>=11.4"],
         "jetson": ["jetson-stats>=4.2"],
         "plot": ["matplotlib>=3.3"],

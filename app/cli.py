@@ -73,6 +73,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SegcamError as exc:
         _print_error(exc)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":
+            raise
+        # OpenCV is an installer's choice (setup.py's extras), so it may be absent.
+        _print_error(
+            SegcamError(
+                "OpenCV (cv2) is not installed",
+                "install segcam with one OpenCV: pip install -e '.[gui]' (desktop windows) or "
+                "'.[headless]' (servers); on a Jetson use JetPack's python3-opencv in a venv "
+                "made with --system-site-packages (docs/jetson.md)",
+            )
+        )
+        return SegcamError.exit_code
     except KeyboardInterrupt:
         print("segcam: interrupted", file=sys.stderr)
         return 130

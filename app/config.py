@@ -227,13 +227,14 @@ class RefineConfig:
 
     threshold: float = _num(0.5, 0.0, 1.0)
     soft: bool = True  # keep a soft (0..1) mask; False = hard threshold
-    feather: int = _num(0, 0, 255)  # edge blur radius in pixels at frame size; 0 = off
+    feather: int = _num(-1, 0, 255, off=-1)  # edge blur radius at frame size; 0 = off; -1 auto
     # uncertainty-weighted temporal smoothing strength 0..1; 0 = off
     smoothing: float = _num(0.6, 0.0, 1.0)
     infer_every: int = _num(1, 1, 1000)  # run the model every Nth frame, reuse the mask between
     # drop foreground blobs smaller than this fraction of the frame
     min_blob_area: float = _num(0.0, 0.0, 0.999)
-    upsample: Literal["bilinear", "guided"] = "guided"  # guided: edges follow the frame
+    # auto: guided on GPU stages, bilinear on CPU stages (segcam.refine.resolve_upsample)
+    upsample: Literal["auto", "bilinear", "guided"] = "auto"
     guided_radius: int = _num(3, 1, 8)  # guided: window radius in model-resolution pixels
     guided_eps: float = _num(1e-3, 1e-6, 1.0)  # guided: regularisation (larger = smoother)
 

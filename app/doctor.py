@@ -266,6 +266,22 @@ def check_onnxruntime(ctx: DoctorContext) -> Check:
     return Check("onnxruntime", OK, detail, data=data)
 
 
+OPENCV_WHEELS = (
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+)
+
+
+def installed_opencv_wheels() -> List[str]:
+    """The pip OpenCV distributions installed here (more than one overwrite each other)."""
+    from importlib import metadata
+
+    names = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+    return [name for name in OPENCV_WHEELS if name in names]
+
+
 def check_opencv(ctx: DoctorContext) -> Check:
     """OpenCV version and whether it was built with GStreamer (csi:// and gst: need it)."""
     cv2 = _import("cv2")
@@ -276,7 +292,18 @@ def check_opencv(ctx: DoctorContext) -> Check:
             FAIL,
             "OpenCV (cv2) not importable",
             "on a Jetson use JetPack's python3-opencv (venv with --system-site-packages); "
-            "elsewhere pip install opencv-python-headless",
+            "elsewhere install segcam with one OpenCV extra: .[gui] (windows) or .[headless]",
+        )
+    wheels = installed_opencv_wheels()
+    if len(wheels) > 1:
+        return Check(
+            "opencv",
+            WARN,
+            f"several OpenCV wheels installed ({', '.join(wheels)}): each overwrites the "
+            "other's cv2 folder",
+            f"pip uninstall -y {' '.join(wheels)}, then install one: segcam's gui extra "
+            "(windows) or headless extra",
+            {"wheels": wheels},
         )
     from segcam.sources import gstreamer_support
 

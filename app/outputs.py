@@ -379,13 +379,14 @@ def require_display(uri: str) -> None:
         raise OutputError(
             f"{uri} cannot open a window: {why}",
             "use --output file://out.mp4 or http://127.0.0.1:8080 (browser preview); for "
-            "windows on a desktop: pip uninstall -y opencv-python-headless && "
-            "pip install opencv-python (a Jetson's JetPack OpenCV has windows already)",
+            "windows on a desktop install segcam's gui extra in place of headless: "
+            "pip uninstall -y opencv-python-headless && pip install -e '.[gui]' "
+            "(a Jetson's JetPack OpenCV has windows already)",
         )
 
 
 class DisplaySink(ThreadedSink):
-    """An OpenCV window (its own thread); q or Esc asks the runner to stop."""
+    """An OpenCV window (its own thread); q, Esc or closing the window stops the run."""
 
     idle_interval_s = 0.03
 
@@ -395,31 +396,58 @@ class DisplaySink(ThreadedSink):
         self.title = title
         self.fullscreen = fullscreen
         self._window = False
+        self._shown = False  # a frame was drawn: the window's visibility now means something
+        self._closed_by_viewer = False
 
     def _open(self) -> None:
         require_display(self.uri)
 
-    def _make_window(self) -> None:
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+    def _make_window(self, width: int, height: int) -> None:
+        # GUI_NORMAL: the picture only (Qt builds otherwise add a toolbar and a status
+        # bar); KEEPRATIO: a resized or fullscreen window letterboxes instead of stretching.
+        flags = cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL
+        cv2.namedWindow(self.title, flags)
         if self.fullscreen:
             cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        else:
+            # A resizable window opens at the toolkit's default size (400x300 in Qt),
+            # not the frame's: start at 1:1.
+            cv2.resizeWindow(self.title, width, height)
         self._window = True
 
     def _write(self, item: SinkFrame) -> None:
+        if self._closed_by_viewer:
+            return  # imshow would open the window again while the run stops
         if not self._window:
-            self._make_window()
+            self._make_window(item.frame.shape[1], item.frame.shape[0])
         cv2.imshow(self.title, item.frame)
         self._keys()
+        self._shown = True
 
     def _idle(self) -> None:
-        if self._window:
+        if self._window and not self._closed_by_viewer:
             self._keys()
 
     def _keys(self) -> None:
         key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), ord("Q"), ESC) and self._runner is not None:
+        if key in (ord("q"), ord("Q"), ESC):
             log.info("%s: quit key pressed", self.uri)
-            self._runner.request_stop("quit key")
+            self._stop_run("quit key")
+        elif self._shown and not self._visible():
+            log.info("%s: window closed", self.uri)
+            self._closed_by_viewer = True
+            self._window = False
+            self._stop_run("window closed")
+
+    def _visible(self) -> bool:
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:  # some backends raise for a window that no longer exists
+            return False
+
+    def _stop_run(self, reason: str) -> None:
+        if self._runner is not None:
+            self._runner.request_stop(reason)
 
     def _close(self) -> None:
         if self._window:

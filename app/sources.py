@@ -8,7 +8,8 @@ Supported URIs::
     rtsp://..., http(s)://...     network stream (GStreamer if OpenCV has it, else FFmpeg)
     clip.mp4, file://clip.mp4     video file (optionally looped)
     dir/, 'shots/*.jpg'           a directory or glob of images, in name order
-    gst:<pipeline>                a raw GStreamer pipeline ending in appsink
+    gst:<pipeline>                a raw GStreamer pipeline ending in appsink (one that
+                                  reads a file, or has num-buffers=, ends like a file)
 
 A Source reads one frame at a time with its capture timestamps. Live sources (cameras,
 streams) that fail are reopened with exponential backoff inside ``read``; the losses and
@@ -136,6 +137,27 @@ def gstreamer_support() -> Tuple[bool, str]:
 def opencv_has_gstreamer() -> bool:
     """Whether this OpenCV build can run GStreamer pipelines (needed for csi:// and gst:)."""
     return gstreamer_support()[0]
+
+
+# Source elements that read something with an end: a gst: pipeline starting with one of
+# these (or limited by num-buffers=) ends like a video file instead of being reconnected.
+_FINITE_GST_SOURCES = ("filesrc", "multifilesrc", "splitmuxsrc")
+
+
+def gst_pipeline_ends(pipeline: str) -> bool:
+    """Whether a ``gst:`` pipeline reaches an end by itself (a file, or num-buffers=N).
+
+    Its end is then the input's end (or, with input.loop, the pipeline starts again), not
+    a lost camera to reconnect to forever.
+    """
+    first = pipeline.split("!", 1)[0].split()
+    if not first:
+        return False
+    if first[0] in _FINITE_GST_SOURCES:
+        return True
+    if first[0] in ("uridecodebin", "uridecodebin3", "urisourcebin"):
+        return any(tok.startswith("uri=file:") for tok in first[1:])
+    return any(tok.startswith("num-buffers=") and tok != "num-buffers=-1" for tok in first[1:])
 
 
 def csi_pipeline(sensor_id: str, width: int, height: int, fps: float, flip: str = "none") -> str:
@@ -351,8 +373,13 @@ class CaptureSource(Source):
         super().__init__(spec, cfg)
         self._cap: Optional[cv2.VideoCapture] = None
         kind = spec.kind
-        self.live = kind in ("camera", "csi", "stream", "gst") or (kind == "file" and cfg.realtime)
-        self.reconnects = kind in ("camera", "csi", "stream", "gst")
+        # A gst: pipeline that reads a file (or counts its buffers) is finite, like a file.
+        self.finite_gst = kind == "gst" and gst_pipeline_ends(spec.target)
+        finite = kind == "file" or self.finite_gst
+        self.live = (kind in ("camera", "csi", "stream", "gst") and not finite) or (
+            finite and cfg.realtime
+        )
+        self.reconnects = kind in ("camera", "csi", "stream", "gst") and not finite
         self.frame_count = 0
         self._pass_frames = 0  # frames decoded since the file was opened or rewound
         # Decoded frames go into two buffers used in turn (see Source._flipped).
@@ -361,7 +388,7 @@ class CaptureSource(Source):
 
     @property
     def paced(self) -> bool:
-        return self.spec.kind == "file" and bool(self.cfg.realtime)
+        return (self.spec.kind == "file" or self.finite_gst) and bool(self.cfg.realtime)
 
     def _open(self) -> None:
         kind, target = self.spec.kind, self.spec.target
@@ -462,6 +489,10 @@ class CaptureSource(Source):
         if frame is not None:
             self._pass_frames += 1
             return frame
+        if self.finite_gst and self.cfg.loop and self._stats.frames > 0:
+            self._close()  # a pipeline at its end cannot seek through OpenCV: start it again
+            self._open()
+            return self._read_into(self._cap) if self._cap is not None else None
         if self.spec.kind != "file":
             return None
         self._check_complete()

@@ -1,10 +1,12 @@
 """``http://HOST:PORT``: watch the composite in a browser (MJPEG), for headless devices.
 
-The sink serves three paths from a small threaded HTTP server:
+The sink serves four paths from a small threaded HTTP server:
 
-* ``/``: a page showing the stream;
+* ``/``: a page showing the stream and a status panel (fps, drops, temperature, thermal
+  governor state, viewers) that polls ``/status.json`` every second;
 * ``/stream.mjpg``: ``multipart/x-mixed-replace`` JPEG stream (any browser, VLC, ffplay);
-* ``/snapshot.jpg``: the latest frame.
+* ``/snapshot.jpg``: the latest frame;
+* ``/status.json``: the running pipeline's status in brief (:func:`preview_status`).
 
 Frames are JPEG-encoded in the sink's own thread, and only while someone is watching. A
 slow viewer only ever gets the newest frame. ``http://:8080`` binds to 127.0.0.1; to watch
@@ -14,7 +16,10 @@ video: segcam logs a warning).
 
 from __future__ import annotations
 
+import json
 import logging
+import select
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
@@ -29,13 +34,74 @@ log = logging.getLogger("segcam.output")
 
 BOUNDARY = "segcamframe"
 # Every path the server answers (the 404 page lists them).
-ROUTES = ("/", "/stream.mjpg", "/snapshot.jpg")
-PAGE = (
-    "<!doctype html><html><head><title>segcam</title>"
-    '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
-    '<body style="margin:0;background:#111"><img src="/stream.mjpg" '
-    'style="width:100%;height:auto" alt="segcam live"></body></html>'
-)
+ROUTES = ("/", "/stream.mjpg", "/snapshot.jpg", "/status.json")
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>segcam</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{margin:0;background:#111;color:#ddd;font:14px/1.4 system-ui,sans-serif}
+#live{display:block;width:100%;height:auto}
+#status{position:fixed;left:0;right:0;bottom:0;padding:4px 10px;background:rgba(0,0,0,.7)}
+#status span{margin-right:1.2em;white-space:nowrap;display:inline-block}
+#status .stale{color:#f66}
+</style></head>
+<body><img id="live" src="/stream.mjpg" alt="segcam live">
+<div id="status">
+<span id="state">connecting</span>
+<span id="fps"></span>
+<span id="frames"></span>
+<span id="drops"></span>
+<span id="temp"></span>
+<span id="governor"></span>
+<span id="viewers"></span>
+</div>
+<script>
+"use strict";
+function show(id, text) { document.getElementById(id).textContent = text; }
+function poll() {
+  fetch("/status.json", {cache: "no-store"})
+    .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
+    .then(function (s) {
+      show("state", "live");
+      document.getElementById("state").className = "";
+      show("fps", s.fps.toFixed(1) + " fps");
+      show("frames", "frame " + s.frames);
+      show("drops", "drops " + s.drops);
+      show("temp", s.temperature_c === null ? "no temperature"
+                                            : s.temperature_c.toFixed(1) + " \u00b0C");
+      show("governor", "governor " + (s.governor === null ? "off" : s.governor));
+      show("viewers", s.viewers + (s.viewers === 1 ? " viewer" : " viewers"));
+    })
+    .catch(function (e) {
+      show("state", "no status (" + e.message + ")");
+      document.getElementById("state").className = "stale";
+    })
+    .then(function () { setTimeout(poll, 1000); });
+}
+poll();
+</script></body></html>
+"""
+
+
+def preview_status(status: Dict[str, Any], viewers: int) -> Dict[str, Any]:
+    """The page's status panel from a runner's ``status()``: plain numbers and names.
+
+    ``temperature_c`` and ``governor`` are None when the thermal governor is off (or has
+    no sensor reading yet).
+    """
+    thermal = status.get("extensions", {}).get("thermal") or {}
+    drops = status.get("drops") or {}
+    return {
+        "fps": float(status.get("fps") or 0.0),
+        "frames": int(status.get("frames_out") or 0),
+        "drops": int(sum(int(v or 0) for v in drops.values())),
+        "drops_by_stage": {k: int(v or 0) for k, v in drops.items()},
+        "temperature_c": thermal.get("temp_c"),
+        "governor": thermal.get("state"),
+        "backend": status.get("backend"),
+        "uptime_s": status.get("uptime_s"),
+        "viewers": viewers,
+    }
 
 
 def parse_http_uri(uri: str) -> Tuple[str, int]:
@@ -82,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, "image/jpeg", jpeg)
         elif path == "/stream.mjpg":
             self._stream()
+        elif path == "/status.json":
+            body = json.dumps(self.server.sink.status(), default=str).encode()
+            self._send(200, "application/json", body)
         else:
             self._send(404, "text/plain", f"not found: try {', '.join(ROUTES)}\n".encode())
 
@@ -105,6 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
             while not sink.closing:
                 seq, jpeg = sink.wait_jpeg(seq, timeout=1.0)
                 if jpeg is None:
+                    # No new frame (a stalled input): a write would not notice a closed
+                    # tab, so look at the socket, or the viewer would be counted forever.
+                    if self._viewer_gone():
+                        break
                     continue
                 self.wfile.write(
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
@@ -116,6 +189,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the viewer left
         finally:
             sink.viewer_left()
+
+    def _viewer_gone(self) -> bool:
+        """Whether the client closed its side (readable with nothing to read: EOF)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
 
 
 class WebPreviewSink(ThreadedSink):
@@ -198,6 +279,13 @@ class WebPreviewSink(ThreadedSink):
             self._snapshot_wanted = True
             self._jcond.wait_for(lambda: self._seq > seq or self.closing, timeout)
             return self._jpeg
+
+    def status(self) -> Dict[str, Any]:
+        """What ``/status.json`` serves: the runner's status in brief, and the viewers."""
+        with self._jcond:
+            viewers = self._viewers
+        runner = self._runner
+        return preview_status(runner.status() if runner is not None else {}, viewers)
 
     def _wanted(self) -> bool:
         with self._jcond:

@@ -69,7 +69,7 @@ def test_overrides_are_safe_loaded_and_validated() -> None:
     cfg = load_config(None, ["input.uri=0"])
     assert cfg.input.uri == "0"  # a camera index stays a string
     with pytest.raises(ConfigError, match="--set refine.feather"):
-        load_config(None, ["refine.feather=-1"])
+        load_config(None, ["refine.feather=-2"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(None, ["refine.threshold"])
     # the safe loader never builds Python objects: an unknown tag is a config error

@@ -316,3 +316,28 @@ def test_recorder_line_names_the_writer_and_why(tmp_path: Path) -> None:
     )
     line = check_recorder(DoctorContext(bad))
     assert line.status == FAIL and "H.264 in .mp4/.mov/.mkv only" in line.detail
+
+
+def test_opencv_warns_when_two_opencv_wheels_share_the_venv(monkeypatch) -> None:
+    from segcam import doctor
+
+    monkeypatch.setattr(
+        doctor, "installed_opencv_wheels", lambda: ["opencv-python", "opencv-python-headless"]
+    )
+    ctx = doctor.DoctorContext(cfg=load_config(None))
+    check = doctor.check_opencv(ctx)
+    assert check.status == doctor.WARN and "overwrites" in check.detail
+    assert "pip uninstall -y opencv-python opencv-python-headless" in check.hint
+
+
+def test_segcam_without_opencv_says_how_to_install_one() -> None:
+    code = (
+        "import sys; sys.modules['cv2'] = None\n"  # as if no OpenCV were installed
+        "from segcam.cli import main\n"
+        "sys.exit(main(['run', '--input', 'demo', '--frames', '1']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "segcam: error: OpenCV (cv2) is not installed" in done.stderr
+    assert ".[gui]" in done.stderr and ".[headless]" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -9,7 +9,7 @@ import pytest
 from segcam.config import RefineConfig, load_config
 from segcam.errors import ConfigError, PipelineError
 from segcam.guided import GuidedUpsampler, footprints, guided_upsample, low_res_guide
-from segcam.refine import MaskRefiner, snap
+from segcam.refine import MaskRefiner, params_from, resolve_upsample, snap
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -106,7 +106,14 @@ def test_refiner_uses_guided_upsampling_when_configured() -> None:
 
 def test_config_keys_and_ranges() -> None:
     default = load_config(None, []).refine
-    assert (default.upsample, default.feather) == ("guided", 0)  # what segcam eval chose
+    assert (default.upsample, default.feather) == ("auto", -1)
+    # auto: guided with no feather on GPU stages, bilinear with a 3 px feather on CPU stages
+    on_gpu, on_cpu = resolve_upsample(default, gpu=True), resolve_upsample(default, gpu=False)
+    assert (on_gpu.upsample, params_from(on_gpu).feather) == ("guided", 0)
+    assert (on_cpu.upsample, params_from(on_cpu).feather) == ("bilinear", 3)
+    assert MaskRefiner(default).cfg.upsample == "bilinear"  # the CPU reference resolves it
+    explicit = load_config(None, ["refine.feather=5"]).refine
+    assert params_from(resolve_upsample(explicit, gpu=True)).feather == 5
     cfg = load_config(None, ["refine.upsample=guided", "refine.guided_radius=4"])
     assert cfg.refine.upsample == "guided" and cfg.refine.guided_radius == 4
     for bad in ("refine.upsample=bicubic", "refine.guided_radius=0", "refine.guided_eps=0"):

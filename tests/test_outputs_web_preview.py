@@ -131,3 +131,60 @@ def test_viewer_leaving_before_its_snapshot_is_not_a_traceback(capfd) -> None:
         sink.stop(3.0)
     err = capfd.readouterr().err
     assert "Traceback" not in err, err
+
+
+def test_status_json_summarises_the_runner_status() -> None:
+    from segcam.web_preview import preview_status
+
+    status = {
+        "fps": 14.5,
+        "frames_out": 120,
+        "drops": {"capture": 2, "output:http": 3},
+        "extensions": {"thermal": {"state": "warm", "temp_c": 71.5}},
+        "backend": "onnxruntime:CPUExecutionProvider",
+        "uptime_s": 9.0,
+    }
+    out = preview_status(status, viewers=2)
+    assert out["fps"] == 14.5 and out["frames"] == 120 and out["drops"] == 5
+    assert out["temperature_c"] == 71.5 and out["governor"] == "warm" and out["viewers"] == 2
+    off = preview_status({"fps": 0.0, "drops": {}, "extensions": {}}, viewers=0)
+    assert off["governor"] is None and off["temperature_c"] is None and off["drops"] == 0
+
+
+def test_status_json_over_http_without_a_runner() -> None:
+    import json
+
+    sink = WebPreviewSink("http://127.0.0.1:0")
+    sink.start()
+    try:
+        host, port = sink.address
+        with urllib.request.urlopen(f"http://{host}:{port}/status.json", timeout=10) as resp:
+            assert resp.headers["Content-Type"] == "application/json"
+            body = json.loads(resp.read())
+        assert body["viewers"] == 0 and body["fps"] == 0.0 and body["governor"] is None
+        page = urllib.request.urlopen(f"http://{host}:{port}/", timeout=10).read().decode()
+        assert "/status.json" in page and 'id="status"' in page
+    finally:
+        sink.stop()
+
+
+def test_a_viewer_that_leaves_while_no_frame_comes_is_no_longer_counted() -> None:
+    """A stalled input sends nothing to write, so a closed tab must be seen on the socket."""
+    sink = WebPreviewSink("http://127.0.0.1:0")
+    sink.start()
+    try:
+        host, port = sink.address
+        client = socket.create_connection((host, port), timeout=10)
+        client.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(12).startswith(b"HTTP/1.")
+        deadline = time.monotonic() + 5
+        while sink.stats()["viewers"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats()["viewers"] == 1
+        client.close()  # the tab closes; no frame was ever submitted
+        deadline = time.monotonic() + 5
+        while sink.stats()["viewers"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats()["viewers"] == 0
+    finally:
+        sink.stop()

@@ -266,3 +266,16 @@ def test_flipped_frames_stay_valid_until_the_read_after_next() -> None:
     finally:
         plain.close()
         flipped.close()
+
+
+def test_gst_pipelines_that_read_a_file_or_count_buffers_end() -> None:
+    from segcam.sources import gst_pipeline_ends
+
+    assert gst_pipeline_ends("filesrc location=a.mp4 ! decodebin ! videoconvert ! appsink")
+    assert gst_pipeline_ends("videotestsrc num-buffers=30 ! videoconvert ! appsink")
+    assert gst_pipeline_ends("uridecodebin uri=file:///clip.mkv ! videoconvert ! appsink")
+    # cameras and network streams are live: their end is a loss to reconnect to
+    assert not gst_pipeline_ends("v4l2src device=/dev/video0 ! videoconvert ! appsink")
+    assert not gst_pipeline_ends("videotestsrc num-buffers=-1 ! appsink")
+    assert not gst_pipeline_ends("uridecodebin uri=rtsp://cam/1 ! videoconvert ! appsink")
+    assert not gst_pipeline_ends("rtspsrc location=rtsp://cam/1 ! decodebin ! appsink")

@@ -39,6 +39,7 @@ from segcam.gpu.preprocess import GpuPreprocessor
 from segcam.gpu.timeline import STAGES, EventClock, Span, Timeline
 from segcam.pipeline.slots import FrameSlot
 from segcam.pipeline.stages import InferStage, Stage, StageSet
+from segcam.refine import resolve_upsample
 
 log = logging.getLogger("segcam.gpu")
 
@@ -133,15 +134,14 @@ class GpuPipeline:
             self.kernel_cache = "cached" if hit_a and hit_b else "compiled"
             self.streams = {name: Stream() for name in STAGES}
             self.pre = GpuPreprocessor(pre_mod, profile)
-            self.comp = GpuCompositor(cmp_mod, cfg.refine, cfg.composite.background)
-            if cfg.refine.upsample == "guided":
+            refine = resolve_upsample(cfg.refine, gpu=True)
+            self.comp = GpuCompositor(cmp_mod, refine, cfg.composite.background)
+            if refine.upsample == "guided":
                 from segcam.gpu.guided import GpuGuided
 
                 gd_mod, _ = load_module("guided", info.sm, cache)
                 self._modules.append(gd_mod)
-                self.comp.guided = GpuGuided(
-                    gd_mod, cfg.refine.guided_radius, cfg.refine.guided_eps
-                )
+                self.comp.guided = GpuGuided(gd_mod, refine.guided_radius, refine.guided_eps)
             self.device_infer = bool(getattr(backend, "supports_device", False))
             spec = _output_spec(backend, profile) if self.device_infer else None
             self.out_nbytes = 0
