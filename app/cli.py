@@ -26,6 +26,7 @@ COMMANDS = (
     ("model", "segcam.commands.model"),
     ("engine", "segcam.commands.engine"),
     ("subscribe", "segcam.commands.subscribe"),
+    ("relay", "segcam.commands.relay"),
     ("keys", "segcam.commands.keys"),
     ("config", "segcam.commands.config"),
     ("doctor", "segcam.commands.doctor"),

@@ -258,7 +258,9 @@ def plan_install(opts: Options) -> Plan:
             f"/dev/video0, rtsp://...) in {CONFIG_FILE}, then: systemctl restart segcam"
         )
     cannot_start = _start_problem(opts, installed)
-    if cannot_start:
+    if cannot_start and opts.rooted:
+        plan.notes.append(f"warning: {cannot_start}; the service would not start with it")
+    elif cannot_start:
         plan.notes.append(
             f"warning: {cannot_start}; the service is enabled but not started (it would "
             f"only fail and restart): fix it, then: systemctl restart segcam"

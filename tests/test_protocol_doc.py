@@ -43,7 +43,9 @@ def _vectors() -> List[np.ndarray]:
 
 
 def test_walkthrough_bytes_are_what_the_publisher_sends(doc: str) -> None:
-    header = protocol.base_header("cam0", "5f2c9a01d4e3b687", 42, "rle")
+    header = protocol.base_header(
+        "cam0", "5f2c9a01d4e3b687", 42, "rle", dropped=3, session_start_ns=1763805598500000000
+    )
     header.update(
         publish_ts_ns=1763805600012345678,
         frame_id=1234,
@@ -54,7 +56,7 @@ def test_walkthrough_bytes_are_what_the_publisher_sends(doc: str) -> None:
         frame_height=3,
         values="binary",
         dtype="uint8",
-        model="mediapipe-selfie",
+        model="mediapipe-selfie-256",
         threshold=0.5,
         inferred=True,
     )

@@ -217,3 +217,33 @@ def test_record_config_defaults_match_default_yaml() -> None:
     cfg = load_config(None)
     assert cfg.output.record == RecordConfig()
     assert cfg.output.codec == "auto"
+
+
+def test_the_opencv_fallback_records_even_where_opencv_has_no_h264(tmp_path, caplog) -> None:
+    # Found by the service under a real systemd: without PyAV, `output.codec: auto` in a
+    # .mp4 fell back to OpenCV's writer with H.264, which pip's OpenCV cannot encode, and
+    # segcam exited 6 at start. It now records the container's basic codec and warns.
+    import cv2
+    import numpy as np
+
+    from segcam.recording.opencv import OpenCVWriter
+
+    path = tmp_path / "rec.mp4"
+    h264 = cv2.VideoWriter(
+        str(tmp_path / "probe.mp4"), cv2.VideoWriter_fourcc(*"avc1"), 25.0, (320, 240)
+    )
+    has_h264 = h264.isOpened()
+    h264.release()
+    with caplog.at_level("WARNING", logger="segcam.record"):
+        writer = OpenCVWriter(_spec(path))
+        for i in range(10):
+            writer.write(np.full((240, 320, 3), i * 20, np.uint8), i / 25.0, i == 0)
+        writer.close()
+    assert writer.fourcc == ("avc1" if has_h264 else "mp4v")
+    if not has_h264:
+        assert "cannot encode H.264 here; recording" in caplog.text
+    cap = cv2.VideoCapture(str(path))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 10

@@ -167,3 +167,16 @@ def test_a_segcam_under_home_is_refused(tmp_path: Path):
     execute(plan_install(dry), dry)
     assert lines[0].startswith("warning: /home/me/venv/bin/segcam is under a home directory")
     assert not (tmp_path / "root").exists()
+
+
+def test_install_says_when_the_config_it_keeps_could_not_start(tmp_path: Path):
+    # The existing config is never overwritten; when it is broken the service could only
+    # fail, so install says why (and on a real root enables without starting it).
+    root = tmp_path / "root"
+    assert segcam("service", "install", "--root", str(root)).returncode == 0
+    config = root / "etc/segcam/config.yaml"
+    config.write_text("refine:\n  threshold: seven\n")
+    proc = segcam("service", "install", "--root", str(root), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: the existing {config} is invalid: refine.threshold (line 2" in proc.stdout
+    assert "the service would not start with it" in proc.stdout

@@ -6,14 +6,16 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 HELP = "receive a published mask stream: fps, latency, bytes/s, errors; show or save it"
 
-_ALL = ("mask", "frame", "telemetry")
+_ALL = ("mask", "frame", "telemetry", "relay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latest", action="store_true", help="drop queued messages, keep only the newest"
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="discard messages published more than S seconds ago (default 2; 0 = keep all; "
+        "needs this host's clock in sync with the publisher's)",
     )
     parser.add_argument("--server-key", metavar="FILE", help="publisher's public .key (CURVE)")
     parser.add_argument("--client-key", metavar="FILE", help="this client's .key_secret (CURVE)")
@@ -107,7 +117,12 @@ class _Window:
             "bytes_per_s": round(self.nbytes / dt),
             "decode_errors": sub_stats["decode_errors"],
             "gaps": sub_stats["gaps"],
+            "lost_publisher": sub_stats["lost_publisher"],
+            "lost_transport": sub_stats["lost_transport"],
+            "missed_before_join": sub_stats["missed_before_join"],
+            "discarded_old": sub_stats["discarded_old"],
             "restarts": sub_stats["restarts"],
+            "handshake_failures": sub_stats["handshake_failures"],
         }
 
 
@@ -120,8 +135,9 @@ def _status_line(s: Dict[str, Any]) -> str:
     return (
         f"{fps} | publish->recv p50/p95 {ms(s['publish_to_recv_ms'])}"
         f" | capture->recv {ms(s['capture_to_recv_ms'])}"
-        f" | {s['bytes_per_s'] / 1e6:.2f} MB/s | gaps {s['gaps']}"
-        f" | decode errors {s['decode_errors']}"
+        f" | {s['bytes_per_s'] / 1e6:.2f} MB/s"
+        f" | lost {s['gaps']} (publisher {s['lost_publisher']}, transport {s['lost_transport']})"
+        f" | too old {s['discarded_old']} | decode errors {s['decode_errors']}"
     )
 
 
@@ -165,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     topics = list(dict.fromkeys(topics))
     if args.count < 0:
         raise UsageError("--count must be 0 or more")
+    if not args.max_age >= 0:
+        raise UsageError("--max-age must be 0 (keep all) or a positive number of seconds")
     # What --count counts: masks, or every message when masks are not subscribed.
     counted = "mask" if "mask" in topics else None
     show = False
@@ -197,13 +215,19 @@ def run(args: argparse.Namespace) -> int:
         server_key=args.server_key,
         client_key=args.client_key,
         limits=limits,
+        max_age_s=args.max_age,
     )
+    # Ctrl-C and SIGTERM end the loop between messages, so a --json line is never cut.
+    stopping = threading.Event()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: (stopping.set(), sub.stop()))
     window, total = _Window(), _Window()
     masks = 0
     next_status = time.monotonic() + args.interval
     rc = 0
     try:
-        while True:
+        while not stopping.is_set():
             msg = sub.recv(timeout=0.25)
             now = time.monotonic()
             if msg is not None:
@@ -240,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         summary = total.summary(sub.stats)
         stats = sub.stats
         sub.close()
@@ -254,11 +280,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("summary " + json.dumps(summary), flush=True)
     if rc == 9:
-        raise PublishError(
-            f"no message from {', '.join(args.url)} for {args.timeout:g} s",
+        hint = (
             "is segcam running with publish.enabled=true on that address? "
-            "check the port, firewall and CURVE keys",
+            "check the port, firewall and CURVE keys"
         )
+        if stats["handshake_failures"]:
+            hint = (
+                f"the publisher refused the handshake {stats['handshake_failures']} times: "
+                "pass --server-key (its public key) and --client-key (a .key_secret whose "
+                ".key is in the publisher's authorised keys), or drop them for a "
+                "plaintext publisher"
+            )
+        elif stats["discarded_old"]:
+            hint = (
+                f"{stats['discarded_old']} messages arrived but were older than "
+                f"--max-age {args.max_age:g} s: sync the clocks (NTP) or raise --max-age"
+            )
+        raise PublishError(f"no message from {', '.join(args.url)} for {args.timeout:g} s", hint)
     return rc
 
 

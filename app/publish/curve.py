@@ -165,12 +165,19 @@ class _Authenticator(ThreadAuthenticator):
 
 
 class CurveGuard:
-    """ZAP authenticator of one publisher context: allowed client keys from a directory."""
+    """ZAP authenticator of one context: allowed client keys from a directory.
+
+    Every denial is counted (``denied``); the log gets the first denial of each (peer,
+    key) and then at most one line a minute for it, saying how many attempts it made.
+    """
 
     def __init__(self, context: zmq.Context, authorized_keys_dir: str) -> None:
+        from segcam.publish.monitor import LogThrottle
+
         allowed_keys(authorized_keys_dir)  # fail early with a clear message
         self.denied = 0
         self._lock = threading.Lock()
+        self._throttle = LogThrottle()
         self._auth = _Authenticator(context, log=logging.getLogger("segcam.publish.zap"))
         self._auth.provider = _KeyDirectory(authorized_keys_dir, self._denied)
 
@@ -178,14 +185,18 @@ class CurveGuard:
         with self._lock:
             self.denied += 1
             n = self.denied
-        if n <= 20 or n % 100 == 0:
-            log.warning(
-                "denied subscriber %s: CURVE key %s is not in %s (denial #%d)",
-                peer or "?",
-                key.decode("ascii", "replace"),
-                self._auth.provider.directory if self._auth.provider else "?",
-                n,
-            )
+        held = self._throttle.allow((peer, key))
+        if held is None:
+            return
+        log.warning(
+            "denied subscriber %s: CURVE key %s is not in %s (denial #%d%s; the client "
+            "retries by itself, further denials of it are logged once a minute)",
+            peer or "?",
+            key.decode("ascii", "replace"),
+            self._auth.provider.directory if self._auth.provider else "?",
+            n,
+            f", {held} attempts since the last warning" if held else "",
+        )
 
     def start(self) -> None:
         """Start the ZAP thread (before the server socket binds)."""

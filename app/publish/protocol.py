@@ -27,13 +27,15 @@ from segcam.publish import rle
 from segcam.publish.limits import DEFAULT_LIMITS, MAX_WIRE_INT, SubscriberLimits
 
 PROTOCOL_VERSION = 1  # major: a reader skips messages of any other major version
-PROTOCOL_MINOR = 0  # minor: additions only; readers ignore fields they do not know
+PROTOCOL_MINOR = 1  # minor: additions only; readers ignore fields they do not know
+# 1.1 added the header fields ``dropped`` and ``session_start_ns`` and the topic ``relay``.
 CLOCK = "realtime"  # timestamps are CLOCK_REALTIME ns since 1970-01-01T00:00:00Z
 
 TOPIC_MASK = "mask"
 TOPIC_FRAME = "frame"
 TOPIC_TELEMETRY = "telemetry"
-TOPICS = (TOPIC_MASK, TOPIC_FRAME, TOPIC_TELEMETRY)
+TOPIC_RELAY = "relay"  # a relay's own counters (protocol 1.1), JSON like telemetry
+TOPICS = (TOPIC_MASK, TOPIC_FRAME, TOPIC_TELEMETRY, TOPIC_RELAY)
 
 MASK_ENCODINGS = ("raw", "png", "rle")
 FRAME_ENCODINGS = ("jpeg",)
@@ -167,14 +169,28 @@ def pack(topic: str, header: Dict[str, Any], payload: bytes) -> List[bytes]:
     return [topic.encode("ascii"), text.encode("utf-8"), payload]
 
 
-def base_header(stream: str, session: str, seq: int, encoding: str) -> Dict[str, Any]:
-    """Fields every message carries (``publish_ts_ns`` is set right before sending)."""
+def base_header(
+    stream: str,
+    session: str,
+    seq: int,
+    encoding: str,
+    *,
+    dropped: int = 0,
+    session_start_ns: int = 0,
+) -> Dict[str, Any]:
+    """Fields every message carries (``publish_ts_ns`` is set right before sending).
+
+    ``dropped``: earlier ``seq`` numbers of this topic that the publisher itself dropped;
+    ``session_start_ns``: when the publisher session began (realtime ns).
+    """
     return {
         "version": PROTOCOL_VERSION,
         "minor": PROTOCOL_MINOR,
         "stream": stream,
         "session": session,
+        "session_start_ns": int(session_start_ns),
         "seq": int(seq),
+        "dropped": int(dropped),
         "clock": CLOCK,
         "publish_ts_ns": 0,
         "encoding": encoding,

@@ -5,6 +5,13 @@ thread encodes masks/frames, sends them with ``NOBLOCK`` and emits telemetry abo
 a second. Nothing here can slow the pipeline: a busy publisher overwrites the pending
 item (``dropped_busy``), and a full subscriber queue drops inside ZeroMQ (or, with
 ``nodrop``, raises ``zmq.Again`` which is counted as ``dropped_hwm``).
+
+Loss accounting: a job takes its ``seq`` numbers when it is offered, so every message the
+publisher drops (replaced while busy, refused at the high-water mark, failed to encode)
+leaves a gap in ``seq``. Each header also carries ``dropped``, the number of earlier
+``seq`` numbers of its topic that never left this publisher, so a subscriber can tell
+publisher-side drops from losses on the way (a full per-subscriber queue, which PUB
+drops silently and no publisher counter can see).
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ import os
 import socket as pysocket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import zmq
@@ -24,22 +31,9 @@ import zmq
 from segcam.errors import PublishError
 from segcam.netutil import is_loopback_host
 from segcam.publish import protocol
+from segcam.publish.monitor import ConnectionMonitor
 
 log = logging.getLogger("segcam.publish")
-
-_MONITOR_EVENTS = (
-    zmq.EVENT_ACCEPTED
-    | zmq.EVENT_DISCONNECTED
-    | zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -99,22 +93,33 @@ class PublishJob:
     threshold: float
     inferred: bool
     stream_id: str = ""  # the stream it belongs to; "" = the publisher's own stream id
+    seq: Dict[str, int] = field(default_factory=dict)  # topic -> seq, set by ``offer``
 
 
 class _LatestSlot:
     """One pending job per stream; a new one replaces (and counts) that stream's unsent one.
 
     Streams are served in the order their jobs arrived, so a busy stream cannot starve
-    the others of the one socket.
+    the others of the one socket. ``put`` numbers the job: each topic it will be sent on
+    takes its stream's next ``seq``, so a replaced job's numbers are never reused and
+    show as a gap.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, topics: Sequence[str], default_stream: str) -> None:
         self._cond = threading.Condition()
         self._jobs: Dict[str, PublishJob] = {}  # insertion order = arrival order
+        self._topics = tuple(topics)
+        self._default_stream = default_stream
+        self._next: Dict[Tuple[str, str], int] = {}  # (stream, topic) -> next seq
         self.replaced = 0
 
     def put(self, job: PublishJob) -> bool:
         with self._cond:
+            stream = job.stream_id or self._default_stream
+            for topic in self._topics:
+                n = self._next.get((stream, topic), 0)
+                job.seq[topic] = n
+                self._next[(stream, topic)] = n + 1
             replaced = job.stream_id in self._jobs
             if replaced:
                 self.replaced += 1
@@ -155,16 +160,22 @@ class MaskPublisher:
         self.on_error = on_error
         self.stream = pcfg.stream_id or pysocket.gethostname()
         self.session = os.urandom(8).hex()
+        self.session_start_ns = time.time_ns()
         self.endpoints: List[str] = []
         self.server_public_key: Optional[bytes] = None
-        self._slot = _LatestSlot()
+        job_topics = [protocol.TOPIC_MASK] + ([protocol.TOPIC_FRAME] if pcfg.frame_topic else [])
+        self._slot = _LatestSlot(job_topics, self.stream)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._ctx: Optional[zmq.Context] = None
         self._sock: Optional[zmq.Socket] = None
-        self._monitor: Optional[zmq.Socket] = None
+        self._monitor: Optional[ConnectionMonitor] = None
         self._guard: Any = None
-        self._seq: Dict[Tuple[str, str], int] = {}  # (stream, topic) -> next sequence number
+        self._auth_denied = 0  # kept after the guard stops, for the exit summary
+        self._monitor_counts: Dict[str, int] = {}
+        self._telemetry_seq = 0
+        # Messages handed to ZeroMQ per (stream, topic): seq - handed = drops before seq.
+        self._handed: Dict[Tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._counters: Dict[str, Any] = {
             "sent_mask": 0,
@@ -174,8 +185,6 @@ class MaskPublisher:
             "dropped_hwm": 0,
             "encode_errors": 0,
             "telemetry_errors": 0,
-            "connections": 0,
-            "handshake_failures": 0,
             "cpu_s": 0.0,
             "encode_ms_last": 0.0,
         }
@@ -224,15 +233,12 @@ class MaskPublisher:
         sock.setsockopt(zmq.LINGER, 0)
         if self.cfg.nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
-        if self.cfg.heartbeat_s > 0:
-            ivl = int(self.cfg.heartbeat_s * 1000)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
+        apply_publisher_heartbeats(sock, self.cfg.heartbeat_s)
         if ccfg.enabled:
             from segcam.publish.curve import apply_server_keys
 
             self.server_public_key = apply_server_keys(sock, ccfg.server_secret_key)
-        self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        self._monitor = ConnectionMonitor(sock, log, ccfg.enabled, "subscriber")
         for address in self.cfg.bind:
             try:
                 sock.bind(address)
@@ -256,16 +262,14 @@ class MaskPublisher:
         self._close_socket()
 
     def _close_socket(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
         if self._sock is not None:
-            try:
-                self._sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-        for s in (self._monitor, self._sock):
-            if s is not None:
-                s.close(linger=0)
-        self._monitor = self._sock = None
+            self._sock.close(linger=0)
+            self._sock = None
         if self._guard is not None:
+            self._auth_denied = self._guard.denied
             self._guard.stop()
             self._guard = None
         if self._ctx is not None:
@@ -285,7 +289,12 @@ class MaskPublisher:
         out["cpu_s"] = round(out["cpu_s"], 3)
         out["encode_ms_last"] = round(out["encode_ms_last"], 3)
         out["dropped_busy"] = self._slot.replaced
-        out["auth_denied"] = self._guard.denied if self._guard is not None else 0
+        guard = self._guard
+        out["auth_denied"] = guard.denied if guard is not None else self._auth_denied
+        monitor = self._monitor
+        if monitor is not None:  # counters outlive the socket, for the exit summary
+            self._monitor_counts = dict(monitor.counters)
+        out.update(self._monitor_counts)
         out["endpoints"] = list(self.endpoints)
         out["session"] = self.session
         return out
@@ -324,11 +333,12 @@ class MaskPublisher:
             if self.on_error is not None:
                 self.on_error(exc, "publish")
 
-    def _send(self, topic: str, header: Dict[str, Any], payload: bytes) -> bool:
+    def _send(self, topic: str, seq: int, header: Dict[str, Any], payload: bytes) -> bool:
         assert self._sock is not None
         key = (str(header.get("stream", "")), topic)  # each stream numbers its own messages
-        header["seq"] = self._seq.get(key, 0)
-        self._seq[key] = header["seq"] + 1
+        header["seq"] = seq
+        header["dropped"] = seq - self._handed.get(key, 0)
+        header["session_start_ns"] = self.session_start_ns
         header["publish_ts_ns"] = time.time_ns()
         frames = protocol.pack(topic, header, payload)
         try:
@@ -336,6 +346,7 @@ class MaskPublisher:
         except zmq.Again:
             self._count("dropped_hwm")
             return False
+        self._handed[key] = self._handed.get(key, 0) + 1
         with self._lock:
             self._counters["sent_" + topic] += 1
             self._counters["bytes_sent"] += sum(len(f) for f in frames)
@@ -348,6 +359,7 @@ class MaskPublisher:
         try:
             payload = protocol.encode_mask(wire, cfg.encoding)
         except (ValueError, protocol.ProtocolError) as exc:
+            # Its seq numbers (mask and frame) stay unused: a gap counted in ``dropped``.
             self._count("encode_errors")
             log.warning("mask %d not published: %s", job.frame_id, exc)
             return
@@ -368,8 +380,8 @@ class MaskPublisher:
         )
         with self._lock:
             self._counters["encode_ms_last"] = (time.perf_counter() - t0) * 1000.0
-        self._send(protocol.TOPIC_MASK, header, payload)
-        if cfg.frame_topic and job.frame is not None:
+        self._send(protocol.TOPIC_MASK, job.seq[protocol.TOPIC_MASK], header, payload)
+        if protocol.TOPIC_FRAME in job.seq and job.frame is not None:
             jpeg = protocol.encode_jpeg(job.frame, cfg.jpeg_quality)
             header = protocol.base_header(stream, self.session, 0, "jpeg")
             header.update(
@@ -378,10 +390,12 @@ class MaskPublisher:
                 width=int(job.frame.shape[1]),
                 height=int(job.frame.shape[0]),
             )
-            self._send(protocol.TOPIC_FRAME, header, jpeg)
+            self._send(protocol.TOPIC_FRAME, job.seq[protocol.TOPIC_FRAME], header, jpeg)
 
     def _publish_telemetry(self) -> None:
         assert self.status_fn is not None
+        seq = self._telemetry_seq
+        self._telemetry_seq += 1  # taken even if the status fails: the loss shows as a gap
         try:
             status = dict(self.status_fn())
             status["publisher"] = self.stats()
@@ -391,45 +405,27 @@ class MaskPublisher:
             log.warning("telemetry not published: %s", exc)
             return
         header = protocol.base_header(self.stream, self.session, 0, "json")
-        self._send(protocol.TOPIC_TELEMETRY, header, payload)
+        self._send(protocol.TOPIC_TELEMETRY, seq, header, payload)
 
     def _drain_monitor(self) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
-        if self._monitor is None:
-            return
-        while True:
-            try:
-                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            kind = event.get("event", 0)
-            if kind == zmq.EVENT_ACCEPTED:
-                self._count("connections")
-                log.debug("subscriber connected on %s", event.get("endpoint"))
-            elif kind & _HANDSHAKE_FAILED:
-                self._count("handshake_failures")
-                with self._lock:
-                    n = self._counters["handshake_failures"]
-                if n <= 20 or n % 100 == 0:
-                    log.warning(
-                        "subscriber handshake failed on %s (%s): %s",
-                        event.get("endpoint", b"").decode("utf-8", "replace")
-                        if isinstance(event.get("endpoint"), bytes)
-                        else event.get("endpoint"),
-                        _event_name(kind),
-                        "wrong or missing CURVE keys"
-                        if self.cfg.curve.enabled
-                        else "protocol mismatch",
-                    )
+        if self._monitor is not None:
+            self._monitor.drain()
 
 
-def _event_name(kind: int) -> str:
-    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return "authentication refused"
-    if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        return "security mechanism mismatch"
-    return "handshake error"
+def apply_publisher_heartbeats(sock: zmq.Socket, heartbeat_s: float) -> None:
+    """ZMTP heartbeats on a publishing (bound) socket: PING every ``heartbeat_s``, and a
+    peer that answers nothing for three intervals is disconnected.
+
+    Only the sending side uses heartbeats: a subscriber that stops reading stops seeing
+    PINGs, and a heartbeat timeout on a SUB whose input is stalled trips libzmq's
+    ``_input_stopped`` assertion (libzmq issue 3937), so no HEARTBEAT_TTL is sent
+    either. A stalled subscriber is therefore cut off here after 3 x ``heartbeat_s``
+    and reconnects by itself when it reads again.
+    """
+    if heartbeat_s > 0:
+        ivl = int(heartbeat_s * 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
 
 
 def _clean(value: Any, depth: int = 0) -> Any:

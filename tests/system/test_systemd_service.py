@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -39,7 +40,6 @@ UNIT = "segcam.service"
 VENV = "/opt/segcam"
 SEGCAM = f"{VENV}/bin/segcam"
 STATE = "/var/lib/segcam"
-RECORDING = f"{STATE}/recording.mp4"
 EXTRAS = "headless,record"  # docs/service.md on a server: pip's headless OpenCV, PyAV
 MODEL_FILES = ("mediapipe-selfie.tflite", "mediapipe-selfie.onnx", "mediapipe-selfie.onnx.json")
 # Installed Python: Debian 12's (the wheelhouse is for it).
@@ -179,7 +179,7 @@ def _wheelhouse(wheel: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def camera() -> Iterator[MjpegCamera]:
-    cam = MjpegCamera()
+    cam = MjpegCamera(fps=30.0)
     yield cam
     cam.close()
 
@@ -283,7 +283,7 @@ def test_install_as_the_docs_say_and_ready_only_after_the_first_frame(service: S
         t_frames = time.monotonic()
         camera.stalled.clear()
     out, err = install.communicate(timeout=120)
-    assert install.returncode == 0, out + err + service.journal_text()
+    assert install.returncode == 0, out + err + service.journal_text("-n", "40")
     print(f"\ninstall returned {time.monotonic() - t_frames:.1f} s after the camera sent frames")
     assert f"give the 3 entries below {STATE}/models to segcam:segcam" in out, out
     assert "run: systemctl enable --now segcam.service" in out, out
@@ -402,17 +402,15 @@ def test_stop_is_quick_and_leaves_a_playable_recording(service: Service):
     assert took < 2.0, took
     p = service.props("ActiveState", "Result")
     assert (p["ActiveState"], p["Result"]) == ("inactive", "success"), p
-    # the recorder's own line ("recorded N frames to PATH ..."), not the summary's counters
-    recorded = [
-        m.group(1)
-        for m in (re.search(r"recorded (\d+) frames to", e["MESSAGE"]) for e in service.journal())
-        if m
+    said = [
+        re.match(r"segcam\.record: recorded (\d+) frames to (\S+)", e["MESSAGE"])
+        for e in service.journal()
     ]
-    assert recorded, service.journal_text()
-    frames = int(recorded[-1])
+    recorded = [m for m in said if m][-1]
+    frames, path = int(recorded.group(1)), posixpath.join(STATE, recorded.group(2))
     probe = (
         "import cv2, sys\n"
-        f"cap = cv2.VideoCapture('{RECORDING}')\n"
+        f"cap = cv2.VideoCapture('{path}')\n"
         "n = 0\n"
         "while cap.read()[0]:\n"
         "    n += 1\n"
@@ -420,7 +418,7 @@ def test_stop_is_quick_and_leaves_a_playable_recording(service: Service):
         "print(n, int(w), int(h))\n"
     )
     out = service.m.sh(f"{VENV}/bin/python - <<'EOF'\n{probe}EOF").stdout.split()
-    assert int(out[0]) == frames and frames >= 30, (out, recorded)
+    assert int(out[0]) == frames and frames >= 30, (out, recorded.group(0))
     assert out[1:] == ["320", "240"], out
     service.m.sh("systemctl start segcam")
     service.wait_running()
