@@ -755,6 +755,24 @@ class _BoundedLoader(_SafeBase):  # type: ignore[misc,valid-type]
                 node.start_mark,
             ) from None
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # noqa: D102
+        # PyYAML keeps the last of two equal keys; in a config that silently drops a section.
+        first: Dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            if key_node.value in first:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {short_repr(key_node.value)} appears twice (first on line "
+                    f"{first[key_node.value] + 1}): the second would replace the first; "
+                    "merge them",
+                    key_node.start_mark,
+                )
+            first[key_node.value] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
     def _bounded_number(self, node: Any) -> None:
         if len(str(node.value)) > MAX_NUMBER_CHARS:
             raise yaml.constructor.ConstructorError(

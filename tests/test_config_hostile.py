@@ -230,3 +230,20 @@ def test_extreme_accepted_values_run(group: str, tmp_path: Path, selfie_onnx: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert json.loads(stats.read_text())["frames_completed"] == 3
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_replacement(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second `refine:` would drop the first."""
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("refine:\n  threshold: 0.4\ninput:\n  width: 640\nrefine:\n  soft: false\n")
+    with pytest.raises(ConfigError, match=r"'refine' appears twice \(first on line 1\)"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="'threshold' appears twice"):
+        C.parse_config("refine:\n  threshold: 0.4\n  threshold: 0.6\n", "inner.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "segcam", "config", "show", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "line 5" in proc.stderr and "Traceback" not in proc.stderr

@@ -278,6 +278,8 @@ def test_segcam_subscribe_pixel_budget_option(raw_pub) -> None:
             "4",
             "--max-pixels",
             "20",
+            "--max-age",
+            "0",  # the test's messages carry a fixed old timestamp
         ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -247,3 +247,22 @@ def test_the_opencv_fallback_records_even_where_opencv_has_no_h264(tmp_path, cap
     while cap.read()[0]:
         frames += 1
     assert frames == 10
+
+
+def test_a_restart_never_overwrites_the_earlier_recording(selfie_onnx, tmp_path) -> None:
+    """A service restarted after a crash or a watchdog reopens the same file:// path; what
+    the earlier run recorded (video and mask) is moved aside, not truncated."""
+    need_ffprobe()
+    cmd = [sys.executable, "-m", "segcam", "run", "--output", "file://rec.mp4"]
+    cmd += ["--set", f"model.path={selfie_onnx}", "--set", "output.record_mask=true"]
+    cmd += ["--set", "input.width=320", "--set", "input.height=180"]
+    for frames in ("6", "4"):
+        done = subprocess.run(
+            cmd + ["--frames", frames], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+    assert "kept the earlier recording" in done.stderr and "rec-1.mp4" in done.stderr
+    assert probe_frames(tmp_path / "rec-1.mp4") == 6  # the first run's, whole
+    assert probe_frames(tmp_path / "rec-1.mask.mp4") == 6
+    assert probe_frames(tmp_path / "rec.mp4") == 4  # the latest run keeps the given name
+    assert probe_frames(tmp_path / "rec.mask.mp4") == 4

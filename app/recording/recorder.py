@@ -29,6 +29,7 @@ from segcam.recording.segments import (
     Segment,
     SegmentNamer,
     free_bytes,
+    keep_earlier,
     mask_video_path,
     parse_budget,
 )
@@ -255,6 +256,8 @@ class SegmentRecorder:
             return
         size = even_size(*frame_size) if self.choice.backend != "opencv" else frame_size
         path = self.namer.next_path()
+        if not self.namer.is_pattern:
+            keep_earlier(path)  # a fixed name: what a run before this one recorded stays
         self.namer.claim(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         paths = [path] + ([mask_video_path(path)] if self.record_mask else [])

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
 
+from segcam.errors import OutputError
+
 log = logging.getLogger("segcam.record")
 
 MIB = 1024 * 1024
@@ -119,6 +121,32 @@ class SegmentNamer:
         out.extend(_segment([m]) for m in sorted(unclaimed))  # masks whose video was removed
         out.sort(key=lambda s: s.mtime)
         return out
+
+
+def keep_earlier(path: Path) -> None:
+    """Move an earlier recording at ``path`` (with its mask video) aside, to the first free
+    ``<stem>-N<suffix>``, so that a restart (crash, watchdog, reboot, a resumed recording)
+    never overwrites what was already recorded. Empty files are left to be overwritten."""
+    pair = [p for p in (path, mask_video_path(path)) if _size(p) > 0]
+    if not pair:
+        return
+    n = 1
+    while True:
+        aside = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not aside.exists() and not mask_video_path(aside).exists():
+            break
+        n += 1
+    for p in pair:
+        target = aside if p == path else mask_video_path(aside)
+        try:
+            os.replace(p, target)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot keep the earlier recording {p} (moving it to {target}: "
+                f"{exc.strerror or exc})",
+                "free the folder or choose another output path",
+            ) from None
+        log.info("kept the earlier recording %s as %s", p, target.name)
 
 
 def _segment(paths: List[Path]) -> Segment:
