@@ -299,3 +299,25 @@ def test_segcam_subscribe_pixel_budget_option(raw_pub) -> None:
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     assert summary["received"]["mask"] == 0 and summary["errors"]["malformed"] >= 1
     assert "Traceback" not in err
+
+
+def _frame_message(jpeg: bytes, w: int, h: int):
+    header = protocol.base_header("cam", "s", 0, "jpeg")
+    header.update(frame_id=1, capture_ts_ns=1, publish_ts_ns=2, width=w, height=h)
+    return protocol.pack("frame", header, jpeg)
+
+
+def test_jpeg_with_many_scans_is_refused_before_libjpeg() -> None:
+    """Each progressive scan is a pass over the image: repeating one makes a cheap payload
+    that costs libjpeg a pass per copy. A real progressive JPEG (about 10 scans) decodes."""
+    img = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 60]
+    good = cv2.imencode(".jpg", img, params)[1].tobytes()
+    sos = [i for i in range(len(good) - 1) if good[i : i + 2] == b"\xff\xda"]
+    scan = good[sos[-2] : sos[-1]]
+    bad = good[: sos[-1]] + scan * 200 + good[sos[-1] :]
+    ok, refused = decode_in_subprocess(
+        [_frame_message(good, 128, 96), _frame_message(bad, 128, 96)]
+    )
+    assert ok["result"] == "ok", ok
+    assert refused["result"] == "protocol" and "scans" in refused["error"], refused

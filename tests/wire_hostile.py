@@ -13,6 +13,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -113,11 +114,12 @@ def mask_message(
 ) -> List[bytes]:
     """A mask message with a complete header around ``payload``."""
     header = protocol.base_header(stream, session, 0, encoding)
+    now = time.time_ns()  # fresh: readers may discard messages older than a few seconds
     header.update(
         seq=seq,
         frame_id=0,
-        capture_ts_ns=1,
-        publish_ts_ns=2,
+        capture_ts_ns=now,
+        publish_ts_ns=now,
         width=width,
         height=height,
         values=values,

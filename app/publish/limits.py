@@ -30,6 +30,7 @@ class SubscriberLimits:
     max_side: int = 16384  # width or height, in pixels
     max_pixels: int = 1 << 25  # width * height per message (32 Mi: an 8K frame fits)
     max_int_digits: int = 20  # digits of an integer in a JSON header or telemetry
+    max_jpeg_scans: int = 64  # scans of a frame JPEG (baseline 1, progressive about 10)
 
     def __post_init__(self) -> None:
         for name in (
@@ -39,6 +40,7 @@ class SubscriberLimits:
             "max_side",
             "max_pixels",
             "max_int_digits",
+            "max_jpeg_scans",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -441,6 +441,12 @@ def decode_frame_payload(
     jh, jw = _jpeg_size(payload)
     if (jh, jw) != (h, w):
         raise MalformedMessage(f"JPEG is {jw}x{jh}, header says {w}x{h}")
+    # Every progressive scan is another pass over the whole image: a small payload of
+    # many tiny scans would keep libjpeg busy for seconds. 0xFFDA cannot occur inside
+    # entropy-coded data (0xFF is stuffed there), so counting it counts the scans.
+    scans = payload.count(b"\xff\xda")
+    if scans > limits.max_jpeg_scans:
+        raise MalformedMessage(f"JPEG has {scans} scans, more than {limits.max_jpeg_scans}")
     import cv2
 
     image = cv2.imdecode(np.frombuffer(bytes(payload), dtype=np.uint8), cv2.IMREAD_COLOR)
