@@ -23,12 +23,13 @@ import cv2
 import numpy as np
 
 from segcam.config import Config
-from segcam.errors import OutputError, PipelineError, SegcamError
+from segcam.errors import OutputError, PipelineError
 from segcam.inference.backend import Backend
 from segcam.pipeline.contracts import METRIC_SERIES, Extension, Host, Sink, Source, drive_stage
 from segcam.pipeline.knobs import Knobs, knob_values_for, knobs_from_config
 from segcam.pipeline.metrics import PipelineMetrics, status_line
 from segcam.pipeline.queues import END_OF_STREAM, LatestQueue
+from segcam.pipeline.reports import FailureReports
 from segcam.pipeline.slots import FrameSlot, SlotRing, ensure_buffer, filled
 from segcam.pipeline.stages import Stage, StageSet, build_stages
 from segcam.pipeline.types import FrameResult
@@ -38,7 +39,7 @@ log = logging.getLogger("segcam.pipeline")
 QUEUES = ("preprocess_in", "infer_in", "composite_in")
 
 
-class Runner:
+class Runner(FailureReports):
     """Runs one stream's pipeline: ``Runner(cfg, source, backend, sinks, extensions).run()``.
 
     On its own (``segcam bench``, tests, the single-input case of older callers) it also
@@ -83,11 +84,8 @@ class Runner:
         self.first_frame_event = threading.Event()
         self.eos_event = threading.Event()  # a finite source ended and every frame drained
         self.frames_completed = 0
-        self.error: Optional[SegcamError] = None
-        self.error_where = ""
-        self.degraded: Dict[str, str] = {}  # part -> why it stopped while the pipeline runs
+        self._init_reports()
         self.stop_reason = ""
-        self._lock = threading.Lock()
         self._threads: List[threading.Thread] = []
         self._started_sinks: List[Sink] = []
         self._started_exts: List[Extension] = []
@@ -125,39 +123,6 @@ class Runner:
             self.stop_reason = self.stop_reason or reason
             self.stop_event.set()
         self.source.interrupt()
-
-    def report_error(self, exc: BaseException, where: str) -> None:
-        """Record a failure of ``where`` (stage, sink, extension) and stop the pipeline."""
-        with self._lock:
-            first = self.error is None
-            if first:
-                if isinstance(exc, SegcamError):
-                    self.error = exc
-                else:
-                    self.error = PipelineError(
-                        f"{where} failed: {type(exc).__name__}: {exc}",
-                        "run with --log-level debug for the traceback",
-                    )
-                self.error_where = where
-        if first:
-            log.debug("%s failed", where, exc_info=exc)
-        self.request_stop(f"{where} failed")
-
-    def report_degraded(self, where: str, message: str) -> None:
-        """A part (a recording on a full disk) stopped; the pipeline and other outputs go on.
-
-        Logged once as an error, kept in ``status()["degraded"]`` until cleared.
-        """
-        with self._lock:
-            new = self.degraded.get(where) != message
-            self.degraded[where] = message
-        if new:
-            log.error("%s: %s (the pipeline keeps running)", where, message)
-
-    def clear_degraded(self, where: str) -> None:
-        """``where`` works again."""
-        with self._lock:
-            self.degraded.pop(where, None)
 
     def add_profile_stages(
         self, name: str, stages: StageSet, backend: Optional[Backend] = None

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from segcam.config import Config, stream_configs
-from segcam.errors import PipelineError, SegcamError
+from segcam.errors import SegcamError
 from segcam.inference.backend import Backend
 from segcam.pipeline.batching import SharedInference, StreamInference
 from segcam.pipeline.contracts import Extension, Sink, Source
 from segcam.pipeline.knobs import Knobs, KnobValues, knob_values_for
 from segcam.pipeline.metrics import combined_snapshot, status_line
+from segcam.pipeline.reports import FailureReports
 from segcam.pipeline.runner import Runner, extension_status
 from segcam.pipeline.stages import StageSet, build_stages
 
@@ -104,7 +105,7 @@ class KnobsGroup(Knobs):
         return dataclasses.asdict(self.snapshot())
 
 
-class Supervisor:
+class Supervisor(FailureReports):
     """Runs several streams (``specs``) on one ``backend`` with one control plane.
 
     ``publisher`` is the one mask publisher (segcam.publish.publisher.MaskPublisher) the
@@ -138,12 +139,9 @@ class Supervisor:
         self.stop_event = threading.Event()
         self.first_frame_event = threading.Event()
         self.eos_event = threading.Event()
-        self.error: Optional[SegcamError] = None
-        self.error_where = ""
+        self._init_reports()
         self.stop_reason = ""
         self.failed: Dict[str, str] = {}  # stream id -> its error
-        self.degraded: Dict[str, str] = {}  # part outside the streams -> why it stopped
-        self._lock = threading.Lock()
         self._done: Dict[str, threading.Thread] = {}  # streams being or already shut down
         self._started_exts: List[Extension] = []
         self._light: List[Any] = []  # (SharedInference, backend) of light profiles
@@ -189,37 +187,6 @@ class Supervisor:
             self.stop_event.set()
         for runner in self.runners:
             runner.request_stop(reason)
-
-    def report_error(self, exc: BaseException, where: str) -> None:
-        """A failure outside the streams (an extension, the publisher): stop everything."""
-        with self._lock:
-            first = self.error is None
-            if first:
-                self.error = (
-                    exc
-                    if isinstance(exc, SegcamError)
-                    else PipelineError(
-                        f"{where} failed: {type(exc).__name__}: {exc}",
-                        "run with --log-level debug for the traceback",
-                    )
-                )
-                self.error_where = where
-        if first:
-            log.debug("%s failed", where, exc_info=exc)
-        self.request_stop(f"{where} failed")
-
-    def report_degraded(self, where: str, message: str) -> None:
-        """A part outside the streams stopped; everything else keeps running."""
-        with self._lock:
-            new = self.degraded.get(where) != message
-            self.degraded[where] = message
-        if new:
-            log.error("%s: %s (the pipeline keeps running)", where, message)
-
-    def clear_degraded(self, where: str) -> None:
-        """``where`` works again."""
-        with self._lock:
-            self.degraded.pop(where, None)
 
     def add_profile_stages(
         self, name: str, stages: StageSet, backend: Optional[Backend] = None
