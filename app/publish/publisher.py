@@ -31,6 +31,7 @@ import zmq
 from segcam.errors import PublishError
 from segcam.netutil import is_loopback_host
 from segcam.publish import protocol
+from segcam.publish.binding import bind_all
 from segcam.publish.monitor import ConnectionMonitor
 
 log = logging.getLogger("segcam.publish")
@@ -239,15 +240,12 @@ class MaskPublisher:
 
             self.server_public_key = apply_server_keys(sock, ccfg.server_secret_key)
         self._monitor = ConnectionMonitor(sock, log, ccfg.enabled, "subscriber")
-        for address in self.cfg.bind:
-            try:
-                sock.bind(address)
-            except zmq.ZMQError as exc:
-                raise PublishError(
-                    f"cannot bind the mask publisher to {address}: {exc}",
-                    "is another segcam running? choose another port in publish.bind",
-                ) from None
-            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.endpoints += bind_all(
+            sock,
+            self.cfg.bind,
+            "the mask publisher",
+            "is another segcam running? choose another port in publish.bind",
+        )
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread and close the socket (LINGER 0: pending messages are dropped)."""

@@ -33,6 +33,7 @@ import zmq
 
 from segcam.errors import PublishError
 from segcam.publish import protocol
+from segcam.publish.binding import bind_all
 from segcam.publish.monitor import ConnectionMonitor
 from segcam.publish.publisher import apply_publisher_heartbeats, is_loopback_endpoint
 
@@ -178,15 +179,12 @@ class Relay:
         if cfg.authorized_keys_dir:
             self.public_key = apply_server_keys(backend, cfg.key)
         self._monitor = ConnectionMonitor(backend, log, bool(cfg.authorized_keys_dir), "subscriber")
-        for address in cfg.bind:
-            try:
-                backend.bind(address)
-            except zmq.ZMQError as exc:
-                raise PublishError(
-                    f"cannot bind the relay to {address}: {exc}",
-                    "is another relay or segcam using that port? choose another --bind",
-                ) from None
-            self.endpoints.append(backend.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.endpoints += bind_all(
+            backend,
+            cfg.bind,
+            "the relay",
+            "is another relay or segcam using that port? choose another --bind",
+        )
         # Towards devices: XSUB, a CURVE client with the relay's key where a device has one.
         frontend = self._socket(zmq.XSUB)
         frontend.setsockopt(zmq.RCVHWM, int(cfg.rcvhwm))
