@@ -43,7 +43,11 @@ def _laughs() -> str:
 
 
 FILES = {
-    "nesting": ("input:\n  uri: " + "[" * 5000 + "]" * 5000 + "\n", "nesting deeper than 32"),
+    # PyYAML 6.0.4's libyaml refuses deep flow nesting itself, before our composer's limit
+    "nesting": (
+        "input:\n  uri: " + "[" * 5000 + "]" * 5000 + "\n",
+        ("nesting deeper than 32", "exceeded maximum nesting depth"),
+    ),
     "block_nesting": (
         "".join("  " * i + f"k{i}:\n" for i in range(200)),
         "nesting deeper than 32",
@@ -95,7 +99,8 @@ def test_hostile_config_file_exits_2_without_traceback(name: str, tmp_path: Path
     proc = _segcam(["run", "--config", str(f), "--frames", "1"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert fragment in proc.stderr
+    fragments = fragment if isinstance(fragment, tuple) else (fragment,)
+    assert any(f in proc.stderr for f in fragments), proc.stderr[-2000:]
     assert len(proc.stderr) < 2000  # the value is quoted, truncated
 
 

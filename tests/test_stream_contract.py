@@ -303,7 +303,8 @@ def test_refused_curve_clients_are_logged_once_and_counted(
     assert sum("handshake failed" in x for x in warnings) == 1, warnings
     # What a refused client sees: no message, and failed handshakes it can count.
     assert bad_stats["received"]["mask"] == 0 and bad_stats["handshake_failures"] >= 3
-    assert plain_stats["received"]["mask"] == 0 and plain_stats["handshake_failures"] >= 3
+    # libzmq decides whether a plaintext client retries by itself: at least the first refusal
+    assert plain_stats["received"]["mask"] == 0 and plain_stats["handshake_failures"] >= 1
 
 
 def test_nodrop_refuses_sends_for_everyone_while_one_queue_is_full(
