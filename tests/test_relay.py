@@ -65,7 +65,7 @@ def test_relay_fans_two_devices_out_to_many_subscribers(selfie_onnx: Path, tmp_p
     def enough(got: List[List[Any]]) -> bool:
         for msgs in got:
             streams = {(m.topic, m.header["stream"]) for m in msgs}
-            want = {("mask", "cam-a"), ("mask", "cam-b"), ("telemetry", "cam-a")}
+            want = {(topic, cam) for topic in ("mask", "telemetry") for cam in ("cam-a", "cam-b")}
             if not want <= streams:
                 return False
             counted = [m for m in msgs if m.topic == "relay" and len(m.data["streams"]) == 2]
