@@ -311,6 +311,7 @@ def test_four_streams_of_different_kinds_each_get_their_own_outputs(
     assert "Traceback" not in proc.stderr
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert set(stats["streams"]) == {"demo", "clip", "room", "cam"}
+    assert stats["stop_reason"] == f"{frames} frames done (--frames)"  # not "end of input"
     assert stats["frames_out"] == sum(s["frames_out"] for s in stats["streams"].values())
     assert stats["inference"]["frames_per_call"] > 1.0, stats["inference"]
     for sid in ("demo", "clip", "room"):  # finite inputs: lossless, every frame recorded

@@ -286,12 +286,17 @@ class Supervisor(FailureReports):
             if len(self._done) == len(self.runners):
                 if all(r.eos_event.is_set() for r in self.runners):
                     self.eos_event.set()
-                    self.request_stop("end of every input")
+                    # every stream reached --frames: that is the reason, not their inputs
+                    limited = {r.stop_reason for r in self.runners}
+                    reason = limited.pop() if len(limited) == 1 else ""
+                    self.request_stop(
+                        reason if reason.endswith("(--frames)") else "end of every input"
+                    )
                 else:
                     self.request_stop("every stream stopped")
             now = time.monotonic()
             if max_seconds is not None and now - start >= max_seconds:
-                self.request_stop(f"{max_seconds:g} s elapsed")
+                self.request_stop(f"{max_seconds:g} s elapsed (--seconds)")
             if next_status is not None and now >= next_status:
                 next_status = now + interval
                 status = self.status()
