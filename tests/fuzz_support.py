@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 FIXED_SEED = 20261202
 REPORTS: List[Dict[str, Any]] = []
@@ -65,3 +66,34 @@ def failures(descriptions: Sequence[str], results: Sequence[Dict[str, Any]], see
         if r["result"] not in ("ok", "project")
     ]
     return f"{len(bad)} bad cases (replay with SEGCAM_FUZZ_SEED={seed}):\n" + "\n".join(bad[:20])
+
+
+def run_tier(
+    tier: str,
+    generate: Callable[[int, int], Tuple[List[Any], List[str]]],
+    per_seed: int,
+    case_s: float,
+    wrap: Callable[[Any], Any] = lambda case: case,
+) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Generate ``per_seed`` cases for each seed, run them in the limited worker, report,
+    and fail on any result other than accepted or one of the project's own errors.
+
+    Returns the results and the cases' descriptions, for the tier's own checks.
+    """
+    from wire_hostile import run_in_worker
+
+    cases: List[Any] = []
+    descriptions: List[str] = []
+    owner: List[int] = []
+    tier_seeds = seeds()
+    for seed in tier_seeds:
+        c, d = generate(seed, per_seed)
+        cases += [wrap(case) for case in c]
+        descriptions += d
+        owner += [seed] * len(c)
+    t0 = time.perf_counter()
+    results = run_in_worker(cases, as_mib=2048, case_s=case_s)
+    report(tier, tier_seeds, descriptions, results, time.perf_counter() - t0)
+    bad = [r for r in results if r["result"] not in ("ok", "project")]
+    assert not bad, failures(descriptions, results, owner[bad[0]["i"]] if bad else None)
+    return results, descriptions

@@ -19,14 +19,12 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import fuzz_support
 import pytest
 import yaml
-from wire_hostile import run_in_worker
 
 from segcam import config as C
 
@@ -202,21 +200,7 @@ def generate(seed: int, n: int) -> Tuple[List[Tuple[str, Any, Any]], List[str]]:
 
 
 def test_fuzz_configs() -> None:
-    seeds = fuzz_support.seeds()
-    cases: List[Any] = []
-    descriptions: List[str] = []
-    owner: List[int] = []
-    for seed in seeds:
-        c, d = generate(seed, CASES_PER_SEED)
-        cases += c
-        descriptions += d
-        owner += [seed] * len(c)
-    t0 = time.perf_counter()
-    results = run_in_worker(cases, as_mib=2048, case_s=4.0)
-    seconds = time.perf_counter() - t0
-    fuzz_support.report("config", seeds, descriptions, results, seconds)
-    bad = [r for r in results if r["result"] not in ("ok", "project")]
-    assert not bad, fuzz_support.failures(descriptions, results, owner[bad[0]["i"]] if bad else 0)
+    results, _ = fuzz_support.run_tier("config", generate, CASES_PER_SEED, case_s=4.0)
     accepted = sum(r["result"] == "ok" for r in results)
     assert 0.05 * len(results) < accepted < 0.95 * len(results), accepted  # both sides reached
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import random
 import struct
-import time
 import zlib
 from typing import Any, Callable, Dict, List, Tuple
 
 import fuzz_support
 import numpy as np
 import pytest
-from wire_hostile import coco_string, png_chunk, run_in_worker, wrapping_counts
+from wire_hostile import coco_string, png_chunk, wrapping_counts
 
 from segcam.publish import protocol, rle
 
@@ -282,22 +281,9 @@ def generate(seed: int, n: int) -> Tuple[List[List[bytes]], List[str]]:
 
 
 def test_fuzz_wire_messages() -> None:
-    seeds = fuzz_support.seeds()
-    cases: List[Any] = []
-    descriptions: List[str] = []
-    owner: List[int] = []
-    for seed in seeds:
-        c, d = generate(seed, CASES_PER_SEED)
-        cases += [("wire", frames, {}) for frames in c]
-        descriptions += d
-        owner += [seed] * len(c)
-    t0 = time.perf_counter()
-    results = run_in_worker(cases, as_mib=2048, case_s=5.0)
-    seconds = time.perf_counter() - t0
-    fuzz_support.report("wire", seeds, descriptions, results, seconds)
-    bad = [r for r in results if r["result"] not in ("ok", "project")]
-    seed_of_bad = owner[bad[0]["i"]] if bad else None
-    assert not bad, fuzz_support.failures(descriptions, results, seed_of_bad)
+    results, descriptions = fuzz_support.run_tier(
+        "wire", generate, CASES_PER_SEED, case_s=5.0, wrap=lambda frames: ("wire", frames, {})
+    )
     valid = [r for r, d in zip(results, descriptions) if d.startswith("valid")]
     assert valid and all(r["result"] == "ok" for r in valid), "a valid message was refused"
     kinds = {r["kind"] for r in results if r["result"] == "project"}
