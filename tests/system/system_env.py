@@ -19,13 +19,28 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # the distribution's Python (JetPack's on a Jetson)
 SYSTEM_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+
+
+def decoded_frames(video: Path) -> List[Any]:
+    """Every frame OpenCV decodes from ``video`` (an empty list if it does not open)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    out = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.append(frame)
+    cap.release()
+    return out
 
 
 def require_tools(tools: Dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from typing import List
 import cv2
 import numpy as np
 import pytest
-from system_env import Segcam, XServer
+from system_env import Segcam, XServer, decoded_frames
 
 pytestmark = pytest.mark.system
 
@@ -165,16 +165,4 @@ def test_closing_the_window_ends_the_run(
     log = run.text()
     assert rc == 0, log
     assert "window closed" in log and "stopped: window closed" in log, log
-    assert len(_frames_in(video)) > 0, "the recording does not play"
-
-
-def _frames_in(video: Path) -> List[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    out = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        out.append(frame)
-    cap.release()
-    return out
+    assert len(decoded_frames(video)) > 0, "the recording does not play"

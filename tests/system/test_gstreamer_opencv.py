@@ -14,12 +14,12 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import cv2
 import numpy as np
 import pytest
-from system_env import SYSTEM_DIST_PACKAGES, Segcam
+from system_env import SYSTEM_DIST_PACKAGES, Segcam, decoded_frames
 
 pytestmark = pytest.mark.system
 
@@ -83,18 +83,6 @@ def _run(venv: Path, tmp_path: Path, selfie_onnx: Path, uri: str, *extra: str) -
     return json.loads(stats.read_text())
 
 
-def _frames(video: Path) -> List[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    out = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        out.append(frame)
-    cap.release()
-    return out
-
-
 def test_gst_videotestsrc_input_runs_to_its_end(system_opencv_venv, tmp_path, selfie_onnx):
     uri = (
         "gst:videotestsrc num-buffers=40 pattern=ball ! "
@@ -103,7 +91,7 @@ def test_gst_videotestsrc_input_runs_to_its_end(system_opencv_venv, tmp_path, se
     )
     stats = _run(system_opencv_venv, tmp_path, selfie_onnx, uri)
     assert stats["frames_completed"] == 40, stats["source"]
-    frames = _frames(tmp_path / "out.avi")
+    frames = decoded_frames(tmp_path / "out.avi")
     assert len(frames) == 40 and frames[0].shape == (240, 320, 3)
 
 
@@ -118,7 +106,7 @@ def test_gst_file_through_decodebin(system_opencv_venv, tmp_path, selfie_onnx, p
     )
     stats = _run(system_opencv_venv, tmp_path, selfie_onnx, uri)
     assert stats["frames_completed"] == 25, stats["source"]
-    frames = _frames(tmp_path / "out.avi")
+    frames = decoded_frames(tmp_path / "out.avi")
     assert len(frames) == 25 and frames[0].shape == (512, 512, 3)
 
 
