@@ -136,3 +136,24 @@ def test_a_cache_segcam_cannot_use_is_a_model_error_naming_it(tmp_path: Path) ->
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.startswith(f"segcam: error: cannot use the model cache {cache}")
     assert "Traceback" not in proc.stderr
+
+
+def test_first_run_with_a_cached_tflite_says_it_converts_offline(
+    tmp_path: Path, model_cache: Path, selfie_onnx: Path
+) -> None:
+    """A cache with only the verified .tflite converts it without naming the registry."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    src = registry.tflite_file("mediapipe-selfie", model_cache)
+    (cache / src.name).write_bytes(src.read_bytes())
+    assert registry.has_verified_source("mediapipe-selfie", cache)
+    cmd = [sys.executable, "-m", "segcam", "run", "--input", "demo", "--frames", "2"]
+    cmd += ["--set", f"model.cache_dir={cache}"]
+    res = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "from the cached, verified mediapipe-selfie.tflite" in res.stderr
+    assert "package registry" not in res.stderr
+    assert registry.cache_state("mediapipe-selfie", cache) == "ok"
+    # A tampered source is not "verified": the fetch path (and its log) would run instead.
+    (cache / src.name).write_bytes(b"not a model")
+    assert not registry.has_verified_source("mediapipe-selfie", cache)

